@@ -1,0 +1,1 @@
+"""Simwire: a pay-per-message SMS API with phones as the radio."""

@@ -1,0 +1,99 @@
+"""The Litestar app factory: one settings object, one database, every controller."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import ASGIMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.controllers.health import healthz, readyz
+from app.api.controllers.keys import KeyController, current_project
+from app.api.errors import EXCEPTION_HANDLERS
+from app.db.engine import Database
+from app.logs import configure_logging, get_logger
+from app.settings import Settings
+
+log = get_logger("simwire.http")
+
+
+class RequestLogMiddleware(ASGIMiddleware):
+    """One log line per HTTP request: method, path (never the query string), status, duration."""
+
+    scopes = ("http",)  # type: ignore[assignment]
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await next_app(scope, receive, send_and_note)
+        finally:
+            log.info(
+                "request",
+                method=scope.get("method"),
+                path=scope.get("path"),
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+
+
+@get("/openapi.json", include_in_schema=False, media_type=MediaType.JSON)
+async def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The OpenAPI document at the contract path (the docs page reads /docs/openapi.json)."""
+    return request.app.openapi_schema.to_schema()
+
+
+def create_app(settings: Settings | None = None, db: Database | None = None) -> Litestar:
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    database = db or Database(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if db is None:
+                await database.dispose()
+
+    return Litestar(
+        route_handlers=[healthz, readyz, openapi_json, current_project, KeyController],
+        dependencies={
+            "db": Provide(lambda: database, sync_to_thread=False),
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+        },
+        state=State({"settings": settings, "db": database}),
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[RequestLogMiddleware()],
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_request_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Simwire",
+            version="0.1.0",
+            description="Pay-per-message SMS API; phones are the radio.",
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+        ),
+        logging_config=None,
+        debug=False,
+    )
+
+
+def app_from_env() -> Litestar:
+    """Factory for `uvicorn --factory app.api.app:app_from_env`."""
+    return create_app()

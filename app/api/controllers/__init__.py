@@ -1,0 +1,1 @@
+"""Controllers: parse, call one service, shape the response. No business rules here."""

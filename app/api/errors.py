@@ -1,0 +1,117 @@
+"""Every error leaves as `{"error": code, "message": text, ...details}`; no stack trace ever."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from app.domain import errors
+from app.logs import get_logger
+
+log = get_logger("simwire.api")
+
+_STATUS_BY_ERROR: list[tuple[type[errors.SimwireError], int]] = [
+    (errors.InvalidInput, 400),
+    (errors.Unauthorized, 401),
+    (errors.PaymentRequired, 402),
+    (errors.Forbidden, 403),
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.Blocked, 422),
+    (errors.RateLimited, 429),
+    (errors.Unavailable, 503),
+]
+
+_CODE_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+def register_status(error_type: type[errors.SimwireError], status: int) -> None:
+    """Lets other packages (payments) map their error types without this module importing them."""
+    _STATUS_BY_ERROR.insert(0, (error_type, status))
+
+
+def status_for(exc: errors.SimwireError) -> int:
+    for error_type, status in _STATUS_BY_ERROR:
+        if isinstance(exc, error_type):
+            return status
+    return 400
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **details: Any
+) -> Response[dict[str, Any]]:
+    body = {"error": code, "message": message, **details}
+    return Response(content=body, status_code=status, media_type=MediaType.JSON, headers=headers)
+
+
+def simwire_error_handler(_: Request[Any, Any, Any], exc: errors.SimwireError) -> Response[Any]:
+    headers = {}
+    if isinstance(exc, errors.RateLimited):
+        headers["Retry-After"] = str(exc.details.get("retry_after_s", 1))
+    return error_response(status_for(exc), exc.code, exc.message, headers or None, **exc.details)
+
+
+def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    if isinstance(exc, ValidationException):
+        return error_response(
+            400, "invalid_request", _validation_message(exc), details=_validation_details(exc)
+        )
+    detail = str(exc.detail or "")
+    code = _CODE_BY_STATUS.get(status, "error")
+    if status == 400 and ("json" in detail.lower() or "malformed" in detail.lower()):
+        return error_response(400, "malformed_json", "the request body is not valid JSON")
+    if status == 404:
+        detail = f"no route for {request.method} {request.url.path}"
+    elif status == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    elif status == 413:
+        detail = "the request body is larger than this server accepts"
+    elif status >= 500:
+        detail = "the server could not complete the request"
+    return error_response(status, code, detail or code.replace("_", " "), exc.headers or None)
+
+
+def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.error(
+        "unhandled_error",
+        method=request.method,
+        path=request.url.path,
+        error_type=type(exc).__name__,
+        exc_info=exc,
+    )
+    return error_response(
+        HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "the server could not complete the request"
+    )
+
+
+def _validation_message(exc: ValidationException) -> str:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    parts = [f"{e.get('key') or 'body'}: {e.get('message')}" for e in extra if isinstance(e, dict)]
+    return "invalid request: " + "; ".join(parts) if parts else "invalid request"
+
+
+def _validation_details(exc: ValidationException) -> list[Any]:
+    return exc.extra if isinstance(exc.extra, list) else []
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    errors.SimwireError: simwire_error_handler,
+    HTTPException: http_error_handler,
+    Exception: unexpected_error_handler,
+}

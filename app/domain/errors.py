@@ -1,0 +1,107 @@
+"""Domain and service errors: each has a stable snake_case `code`; HTTP mapping lives in app/api."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SimwireError(Exception):
+    """Base for every error a caller may see. `details` are extra JSON fields of the error body."""
+
+    code: str = "error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidInput(SimwireError):
+    code = "invalid_input"
+
+
+class InvalidBody(InvalidInput):
+    code = "invalid_body"
+
+
+class MessageTooLong(InvalidInput):
+    code = "message_too_long"
+
+
+class TooManyRecipients(InvalidInput):
+    code = "too_many_recipients"
+
+
+class InvalidNumber(InvalidInput):
+    code = "invalid_number"
+
+    def __init__(self, number: str, reason: str = "not a valid phone number") -> None:
+        super().__init__(f"{number!r} is {reason}", number=number)
+
+
+class Blocked(SimwireError):
+    code = "blocked"
+
+
+class EmergencyNumberBlocked(Blocked):
+    code = "emergency_number_blocked"
+
+    def __init__(self, number: str) -> None:
+        super().__init__(
+            f"{number!r} is or connects to an emergency service; Simwire never sends to it",
+            blocked_number=number,
+        )
+
+
+class ContentBlocked(Blocked):
+    code = "content_blocked"
+
+    def __init__(self, categories: list[str], rules: list[str] | None = None) -> None:
+        super().__init__(
+            "message content is not allowed: " + ", ".join(categories),
+            categories=categories,
+            rules=rules or [],
+        )
+
+
+class NotFound(SimwireError):
+    code = "not_found"
+
+
+class Conflict(SimwireError):
+    code = "conflict"
+
+
+class Unauthorized(SimwireError):
+    code = "unauthorized"
+
+
+class Forbidden(SimwireError):
+    code = "forbidden"
+
+
+class PaymentRequired(SimwireError):
+    code = "payment_required"
+
+
+class InsufficientCredits(PaymentRequired):
+    code = "insufficient_credits"
+
+    def __init__(self, balance_atomic: int, required_atomic: int) -> None:
+        super().__init__(
+            f"balance {balance_atomic} is below the {required_atomic} this request costs "
+            "(USDC atomic units)",
+            balance_atomic=balance_atomic,
+            required_atomic=required_atomic,
+        )
+
+
+class RateLimited(SimwireError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+
+
+class Unavailable(SimwireError):
+    code = "unavailable"

@@ -1,0 +1,71 @@
+"""Structured logging (JSON lines) with secrets scrubbed from every event and every stdlib record."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+from app.domain.credentials import redact_secrets
+
+_SECRET_FIELDS = {"key", "raw_key", "token", "secret", "password", "authorization", "relayer_key"}
+
+
+def _scrub(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    for name, value in list(event.items()):
+        if name.lower() in _SECRET_FIELDS:
+            event[name] = "[redacted]"
+        elif isinstance(value, str):
+            event[name] = redact_secrets(value)
+    return event
+
+
+class _ScrubFilter(logging.Filter):
+    """Scrubs stdlib records too (uvicorn, SQLAlchemy, websockets), message and arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_secrets(record.msg)
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(redact_secrets(a) if isinstance(a, str) else a for a in args)
+        return True
+
+
+def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
+    )
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _scrub,
+    ]
+    structlog.configure(
+        processors=[*processors, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=processors,
+        )
+    )
+    handler.addFilter(_ScrubFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # Access lines carry query strings (the phone socket's token); we log requests ourselves.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

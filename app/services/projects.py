@@ -1,0 +1,162 @@
+"""Projects and API keys: create, authenticate, list, revoke, rotate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from app.db.engine import Database
+from app.db.models import ApiKey, Organization, Project
+from app.db.repositories.projects import ApiKeyRepository, ProjectRepository
+from app.domain import credentials
+from app.domain.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from app.services.ids import new_id, new_secret, utcnow
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """Who is calling: one key of one project, with its scopes."""
+
+    project_id: str
+    key_id: str
+    scopes: tuple[str, ...]
+    organization_id: str = ""
+
+    def require(self, scope: str) -> None:
+        if not credentials.grants(list(self.scopes), scope):
+            raise Forbidden(f"this key lacks the {scope!r} scope", required_scope=scope)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A key as just created: `raw` is shown once and then only its hash exists."""
+
+    key: ApiKey
+    raw: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CreatedProject:
+    organization: Organization
+    project: Project
+    first_key: IssuedKey
+
+
+def _new_key_row(project_id: str, name: str, scopes: list[str], mode: str, now: datetime) -> IssuedKey:
+    raw = new_secret(credentials.API_KEY_PREFIXES[mode])
+    row = ApiKey(
+        id=new_id("key"),
+        project_id=project_id,
+        name=name,
+        display_prefix=credentials.display_prefix(raw),
+        key_hash=credentials.hash_secret(raw),
+        scopes=scopes,
+        created_at=now,
+    )
+    return IssuedKey(key=row, raw=raw)
+
+
+async def create_project(
+    db: Database, name: str, organization: str | None = None, mode: str = "live"
+) -> CreatedProject:
+    """A project (in an existing organization, found by id or name, or a new one) and its
+    first key, holding every scope."""
+    name = name.strip()
+    if not name:
+        raise InvalidInput("a project needs a name")
+    now = utcnow()
+    async with db.transaction() as session:
+        repo = ProjectRepository(session)
+        org = await repo.find_organization(organization) if organization else None
+        if org is None:
+            org = Organization(id=new_id("org"), name=organization or name, created_at=now)
+            repo.add(org)
+        project = Project(id=new_id("prj"), organization_id=org.id, name=name, created_at=now)
+        repo.add(project)
+        await session.flush()
+        issued = _new_key_row(project.id, "default", list(credentials.SCOPES), mode, now)
+        repo.add(issued.key)
+    return CreatedProject(organization=org, project=project, first_key=issued)
+
+
+async def authenticate(db: Database, raw_key: str) -> AuthContext:
+    """The caller behind a presented key, or Unauthorized (unknown, malformed or revoked)."""
+    if not credentials.is_api_key(raw_key):
+        raise Unauthorized("the API key is malformed; keys look like sw_live_ + 32 hex")
+    key_hash = credentials.hash_secret(raw_key)
+    async with db.sessions() as session:
+        key = await ApiKeyRepository(session).by_hash(key_hash)
+        project = await ProjectRepository(session).get_project(key.project_id) if key else None
+    if key is None or project is None or not credentials.secret_matches(raw_key, key.key_hash):
+        raise Unauthorized("the API key is not valid")
+    if key.revoked_at is not None:
+        raise Unauthorized("the API key was revoked")
+    return AuthContext(
+        project_id=key.project_id,
+        key_id=key.id,
+        scopes=tuple(key.scopes),
+        organization_id=project.organization_id,
+    )
+
+
+async def get_project(db: Database, project_id: str) -> Project:
+    async with db.sessions() as session:
+        project = await ProjectRepository(session).get_project(project_id)
+    if project is None:
+        raise NotFound(f"project {project_id!r} not found")
+    return project
+
+
+async def list_projects(db: Database) -> list[Project]:
+    async with db.sessions() as session:
+        return await ProjectRepository(session).list_projects()
+
+
+async def create_key(
+    db: Database, project_id: str, name: str = "", scopes: list[str] | None = None,
+    mode: str = "live",
+) -> IssuedKey:
+    try:
+        granted = credentials.normalize_scopes(scopes)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    async with db.transaction() as session:
+        if await ProjectRepository(session).get_project(project_id) is None:
+            raise NotFound(f"project {project_id!r} not found")
+        issued = _new_key_row(project_id, name, granted, mode, utcnow())
+        ApiKeyRepository(session).add(issued.key)
+    return issued
+
+
+async def list_keys(db: Database, project_id: str) -> list[ApiKey]:
+    async with db.sessions() as session:
+        return await ApiKeyRepository(session).list(project_id)
+
+
+async def revoke_key(db: Database, project_id: str, key_id: str) -> ApiKey:
+    """Stops the key at once. Revoking twice is harmless."""
+    async with db.transaction() as session:
+        key = await ApiKeyRepository(session).get(project_id, key_id)
+        if key is None:
+            raise NotFound(f"key {key_id!r} not found")
+        if key.revoked_at is None:
+            key.revoked_at = utcnow()
+    return key
+
+
+async def rotate_key(db: Database, project_id: str, key_id: str, mode: str = "live") -> IssuedKey:
+    """A new key with the same name and scopes; the old one stops in the same transaction."""
+    async with db.transaction() as session:
+        repo = ApiKeyRepository(session)
+        old = await repo.get(project_id, key_id)
+        if old is None:
+            raise NotFound(f"key {key_id!r} not found")
+        if old.revoked_at is not None:
+            raise InvalidInput(f"key {key_id!r} is revoked and cannot be rotated")
+        now = utcnow()
+        issued = _new_key_row(project_id, old.name, list(old.scopes), mode, now)
+        repo.add(issued.key)
+        old.revoked_at = now
+        old.rotated_to = issued.key.id
+    return issued
+

@@ -1,0 +1,98 @@
+"""Process-wide configuration read from `SIMWIRE_*` environment variables (and an optional TOML file)."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cached_property
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./simwire.db"
+
+
+class Settings(BaseSettings):
+    """Every knob of a Simwire process. Secrets are `SecretStr` so they never print."""
+
+    model_config = SettingsConfigDict(env_prefix="SIMWIRE_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = None
+    log_level: str = "INFO"
+    log_json: bool = True
+    max_request_bytes: int = 1_048_576
+    key_mode: str = Field(default="live", pattern="^(live|test)$")
+    default_region: str | None = None
+
+    # Prices, as USDC decimal strings so an operator never writes atomic units by hand.
+    price_per_segment: str = "0.035"
+    price_country_rates: dict[str, str] = Field(default_factory=dict)
+    fee_per_request: str = "0"
+    fee_per_message: str = "0"
+    quote_ttl_s: int = 300
+
+    # Phone hub and message lifecycle.
+    message_ttl_s: int = 86_400
+    ack_timeout_s: float = 10.0
+    result_timeout_s: int = 3_600
+    sim_parts_per_minute: int = 20
+    sim_parts_per_hour: int | None = None
+    sim_parts_per_day: int | None = None
+    device_max_in_flight: int = 10
+    phone_ping_interval_s: float = 20.0
+    phone_idle_timeout_s: float = 60.0
+    phone_max_frame_bytes: int = 65_536
+    sweep_interval_s: float = 1.0
+    instance_id: str | None = None
+
+    # x402 / on-chain payments; x402 is off while chain_rpc_url is unset.
+    chain_rpc_url: str | None = None
+    chain_id: int | None = None
+    chain_network: str | None = None
+    usdc_address: str | None = None
+    usdc_name: str = "USDC"
+    usdc_version: str = "2"
+    pay_to: str | None = None
+    relayer_key: SecretStr | None = None
+    facilitator_url: str | None = None
+    confirmations: int = 1
+    max_paid_recipients: int = 10
+
+    @field_validator("price_country_rates", mode="before")
+    @classmethod
+    def _json_mapping(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("SIMWIRE_CONFIG_FILE")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @cached_property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def payments_enabled(self) -> bool:
+        return bool(self.chain_rpc_url and self.usdc_address and self.pay_to)
