@@ -1,4 +1,4 @@
-"""Structured logging (JSON lines) with secrets scrubbed from every event and every stdlib record."""
+"""Structured logging (JSON lines) with secrets scrubbed from every event and stdlib record."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,  # render tracebacks first, so they get scrubbed
         _scrub,
     ]
     structlog.configure(

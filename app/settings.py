@@ -1,4 +1,4 @@
-"""Process-wide configuration read from `SIMWIRE_*` environment variables (and an optional TOML file)."""
+"""Process-wide configuration from `SIMWIRE_*` environment variables (and an optional TOML file)."""
 
 from __future__ import annotations
 

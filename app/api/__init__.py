@@ -1,1 +1,1 @@
-"""HTTP surface: the Litestar app factory, controllers, auth, and the one place errors map to HTTP."""
+"""HTTP surface: the app factory, controllers, auth, and the one place errors map to HTTP."""

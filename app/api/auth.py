@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Request
-from litestar.params import Dependency
 
 from app.db.engine import Database
 from app.domain.errors import Unauthorized
@@ -35,9 +34,7 @@ def require_scope(scope: str | None) -> Callable[..., Awaitable[AuthContext]]:
     """A dependency that yields the caller's AuthContext holding `scope` (None: any valid key),
     or raises 401/403."""
 
-    async def _dependency(
-        request: Request[Any, Any, Any], db: Database = Dependency(skip_validation=True)
-    ) -> AuthContext:
+    async def _dependency(request: Request[Any, Any, Any], db: Database) -> AuthContext:
         auth = await optional_auth(request, db)
         if auth is None:
             raise Unauthorized(

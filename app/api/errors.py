@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.domain import errors
@@ -74,7 +75,7 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
         )
     detail = str(exc.detail or "")
     code = _CODE_BY_STATUS.get(status, "error")
-    if status == 400 and ("json" in detail.lower() or "malformed" in detail.lower()):
+    if status == 400 and _is_decode_error(exc):
         return error_response(400, "malformed_json", "the request body is not valid JSON")
     if status == 404:
         detail = f"no route for {request.method} {request.url.path}"
@@ -96,7 +97,16 @@ def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) ->
         exc_info=exc,
     )
     return error_response(
-        HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "the server could not complete the request"
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "the server could not complete the request",
+    )
+
+
+def _is_decode_error(exc: HTTPException) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, SerializationException | msgspec.DecodeError) or (
+        "JSON is malformed" in str(exc.detail)
     )
 
 

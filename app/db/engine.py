@@ -7,7 +7,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
@@ -35,6 +40,7 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
             # Take the write lock up front so concurrent read-then-write transactions queue
             # instead of failing with "database is locked" half way through.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alembic import command
@@ -17,9 +19,15 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
+def _off_the_loop(fn: Callable[[], None]) -> None:
+    """The async env calls asyncio.run, which cannot nest in a running loop: use a thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(fn).result()
+
+
 def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+    _off_the_loop(lambda: command.upgrade(alembic_config(database_url), revision))
 
 
 def downgrade(database_url: str, revision: str = "base") -> None:
-    command.downgrade(alembic_config(database_url), revision)
+    _off_the_loop(lambda: command.downgrade(alembic_config(database_url), revision))

@@ -42,7 +42,9 @@ class CreatedProject:
     first_key: IssuedKey
 
 
-def _new_key_row(project_id: str, name: str, scopes: list[str], mode: str, now: datetime) -> IssuedKey:
+def _new_key_row(
+    project_id: str, name: str, scopes: list[str], mode: str, now: datetime
+) -> IssuedKey:
     raw = new_secret(credentials.API_KEY_PREFIXES[mode])
     row = ApiKey(
         id=new_id("key"),
@@ -113,7 +115,10 @@ async def list_projects(db: Database) -> list[Project]:
 
 
 async def create_key(
-    db: Database, project_id: str, name: str = "", scopes: list[str] | None = None,
+    db: Database,
+    project_id: str,
+    name: str = "",
+    scopes: list[str] | None = None,
     mode: str = "live",
 ) -> IssuedKey:
     try:
@@ -159,4 +164,3 @@ async def rotate_key(db: Database, project_id: str, key_id: str, mode: str = "li
         old.revoked_at = now
         old.rotated_to = issued.key.id
     return issued
-

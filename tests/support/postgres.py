@@ -46,8 +46,15 @@ class PostgresServer:
 
     def stop(self) -> None:
         subprocess.run(
-            [*self.run_as, str(_bin_dir() / "pg_ctl"), "-D", str(self.directory / "data"),
-             "-m", "immediate", "stop"],
+            [
+                *self.run_as,
+                str(_bin_dir() / "pg_ctl"),
+                "-D",
+                str(self.directory / "data"),
+                "-m",
+                "immediate",
+                "stop",
+            ],
             capture_output=True,
             check=False,
         )
@@ -67,18 +74,39 @@ def start_postgres() -> PostgresServer:
     server = PostgresServer(directory=directory, port=port, run_as=run_as)
     try:
         subprocess.run(
-            [*run_as, str(bin_dir / "initdb"), "-D", str(directory / "data"), "-A", "trust",
-             "-U", SUPERUSER, "--no-sync"],
-            check=True, capture_output=True,
+            [
+                *run_as,
+                str(bin_dir / "initdb"),
+                "-D",
+                str(directory / "data"),
+                "-A",
+                "trust",
+                "-U",
+                SUPERUSER,
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
         )
         options = (
             f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
         subprocess.run(
-            [*run_as, str(bin_dir / "pg_ctl"), "-D", str(directory / "data"), "-o", options,
-             "-l", str(directory / "log"), "-w", "start"],
-            check=True, capture_output=True,
+            [
+                *run_as,
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(directory / "data"),
+                "-o",
+                options,
+                "-l",
+                str(directory / "log"),
+                "-w",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
         )
     except BaseException:
         server.stop()
