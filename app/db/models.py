@@ -46,3 +46,174 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     rotated_to: str | None = Field(default=None, max_length=40)
     created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class StoredQuote(SQLModel, table=True):
+    """Exactly what was priced; a payment binds to one quote and uses it at most once."""
+
+    __tablename__ = "quotes"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True, index=True)
+    project_id: str | None = Field(default=None, max_length=40, index=True)
+    body_sha256: str = Field(max_length=64)
+    recipients: list[str] = Field(sa_type=sa.JSON)
+    encoding: str = Field(max_length=8)
+    segment_count: int
+    per_segment_rate_atomic: int = Field(sa_type=sa.BigInteger)
+    fees_atomic: int = Field(sa_type=sa.BigInteger)
+    total_atomic: int = Field(sa_type=sa.BigInteger)
+    purpose: str = Field(default="send", max_length=16)
+    asset: str | None = Field(default=None, max_length=64)
+    network: str | None = Field(default=None, max_length=64)
+    pay_to: str | None = Field(default=None, max_length=64)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Device(SQLModel, table=True):
+    """A paired phone. Its token is stored hashed; `instance_id` names the server process that
+    holds its socket while it is connected."""
+
+    __tablename__ = "devices"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True, index=True)
+    project_id: str = Field(max_length=40, foreign_key="projects.id", index=True)
+    name: str = Field(default="", max_length=200)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    token_prefix: str = Field(max_length=24)
+    model: str | None = Field(default=None, max_length=200)
+    os: str | None = Field(default=None, max_length=200)
+    app_version: str | None = Field(default=None, max_length=64)
+    battery: int | None = None
+    charging: bool | None = None
+    signal: int | None = None
+    instance_id: str | None = Field(default=None, max_length=64, index=True)
+    connected_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    last_seen_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Sim(SQLModel, table=True):
+    """A SIM as its phone reports it (number may be empty or national)."""
+
+    __tablename__ = "sims"
+    __table_args__ = (sa.UniqueConstraint("device_id", "slot", name="uq_sims_device_slot"),)
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True, index=True)
+    project_id: str = Field(max_length=40, foreign_key="projects.id", index=True)
+    device_id: str = Field(max_length=40, foreign_key="devices.id", index=True)
+    slot: int
+    number: str | None = Field(default=None, max_length=64)
+    carrier: str | None = Field(default=None, max_length=200)
+    iccid: str | None = Field(default=None, max_length=64)
+    live: bool = False
+    locked: bool = False
+    last_seen_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class MessageRequest(SQLModel, table=True):
+    """The messages of one API call; its id is the capability to read them for x402 callers."""
+
+    __tablename__ = "requests"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True, index=True)
+    project_id: str = Field(max_length=40, foreign_key="projects.id", index=True)
+    billing: str = Field(default="credits", max_length=16)
+    payer: str | None = Field(default=None, max_length=64)
+    network: str | None = Field(default=None, max_length=64)
+    payment_id: str | None = Field(default=None, max_length=40)
+    total_atomic: int = Field(default=0, sa_type=sa.BigInteger)
+    segment_count: int = 0
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    request_sha256: str | None = Field(default=None, max_length=64)
+    response: dict | None = Field(default=None, sa_type=sa.JSON)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Message(SQLModel, table=True):
+    """One SMS, outbound (queued → … → delivered | failed | expired | canceled) or inbound."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        sa.UniqueConstraint("device_id", "phone_message_id", name="uq_messages_phone_id"),
+        sa.Index("ix_messages_dispatch", "project_id", "status", "seq"),
+        sa.Index("ix_messages_sim_window", "sim_id", "dispatched_at"),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True, index=True)
+    project_id: str = Field(max_length=40, foreign_key="projects.id")
+    request_id: str | None = Field(default=None, max_length=40, index=True)
+    direction: str = Field(max_length=3)
+    status: str = Field(max_length=16)
+    to_number: str = Field(max_length=64, index=True)
+    from_number: str | None = Field(default=None, max_length=64, index=True)
+    body: str
+    encoding: str = Field(max_length=8)
+    segment_count: int
+    price_atomic: int = Field(default=0, sa_type=sa.BigInteger)
+    billing: str = Field(default="credits", max_length=16)
+    refunded: bool = False
+    tag: str | None = Field(default=None, max_length=200, index=True)
+    sim_selector: str | None = Field(default=None, max_length=64)
+    sim_id: str | None = Field(default=None, max_length=40)
+    device_id: str | None = Field(default=None, max_length=40, index=True)
+    phone_message_id: str | None = Field(default=None, max_length=200)
+    attempts: int = 0
+    error_code: str | None = Field(default=None, max_length=64)
+    error_message: str | None = Field(default=None, max_length=500)
+    archived: bool = False
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    dispatched_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    accepted_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    device_time: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class CreditAccount(SQLModel, table=True):
+    """Prepaid USDC credit: a project's, or a paying wallet's (refunds of paid x402 calls).
+    `balance_atomic` changes only together with a ledger row."""
+
+    __tablename__ = "credit_accounts"
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", name="uq_credit_accounts_project"),
+        sa.UniqueConstraint("payer", "network", name="uq_credit_accounts_payer"),
+        sa.CheckConstraint("balance_atomic >= 0", name="ck_credit_accounts_not_negative"),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True, index=True)
+    project_id: str | None = Field(default=None, max_length=40)
+    payer: str | None = Field(default=None, max_length=64)
+    network: str | None = Field(default=None, max_length=64)
+    balance_atomic: int = Field(default=0, sa_type=sa.BigInteger)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class LedgerEntry(SQLModel, table=True):
+    """One balance change: `grant`, `topup`, `charge` (negative) or `refund`."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (sa.Index("ix_ledger_account_seq", "account_id", "seq"),)
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True, index=True)
+    account_id: str = Field(max_length=40, foreign_key="credit_accounts.id")
+    kind: str = Field(max_length=16)
+    amount_atomic: int = Field(sa_type=sa.BigInteger)
+    balance_after_atomic: int = Field(sa_type=sa.BigInteger)
+    request_id: str | None = Field(default=None, max_length=40)
+    message_id: str | None = Field(default=None, max_length=40, unique=True)
+    tx_hash: str | None = Field(default=None, max_length=80)
+    note: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(sa_type=UTCDateTime)

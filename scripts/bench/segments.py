@@ -32,13 +32,18 @@ from app.domain.segments import plan_segments  # noqa: E402
 DEFAULT_JSON = REPO_ROOT / "scripts" / "bench" / "results" / "segments.json"
 SEED = 20260101
 
-_WORDS = (
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+_WORDS = _words(
     "your code is order shipped delivery today tomorrow meeting at pm am reply STOP to opt out "
     "thanks see you soon reminder appointment confirmed balance account verify please call back"
-).split()
-_ACCENTED_WORDS = "café à déjà vu Müller Straße señor niño Ærø Øresund Åland Ça été".split()
+)
+_ACCENTED_WORDS = _words("café à déjà vu Müller Straße señor niño Ærø Øresund Åland Ça été")
 _EXTENSION_BITS = ["{id}", "[ok]", "€5", "a|b", "~10", "^_^", "\\n", "€"]
-_UCS2_WORDS = "zażółć gęślą jaźń 你好 今天 会议 明天 見る Привет спасибо ça γειά".split()
+_UCS2_WORDS = _words("zażółć gęślą jaźń 你好 今天 会议 明天 見る Привет спасибо ça γειά")
 _EMOJI = ["😀", "🎉", "👍🏽", "🚀", "❤️", "🙏", "📦"]
 
 # (category, share of the corpus)
@@ -166,9 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plan_segments_vs_naive_speed_ratio": round(naive_s / plan_s, 3),
         "naive_segment_count_mismatches": mismatches,
         "screen_content": (
-            _figures(screen_s, args.n)
-            if screen_s is not None
-            else {"unavailable": screener_error}
+            _figures(screen_s, args.n) if screen_s is not None else {"unavailable": screener_error}
         ),
     }
 

@@ -1,0 +1,199 @@
+"""Prepaid credits: every balance change is one conditional update plus its ledger row, in the
+caller's transaction. Balances never go below zero."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.engine import Database
+from app.db.models import CreditAccount, LedgerEntry, Message, MessageRequest
+from app.db.repositories.projects import ProjectRepository
+from app.domain import ledger
+from app.domain.errors import InsufficientCredits, NotFound
+from app.services.ids import new_id, utcnow
+
+
+async def _project_account(session: AsyncSession, project_id: str) -> CreditAccount:
+    account = (
+        await session.execute(select(CreditAccount).where(CreditAccount.project_id == project_id))
+    ).scalar_one_or_none()
+    if account is None:
+        account = CreditAccount(id=new_id("acct"), project_id=project_id, created_at=utcnow())
+        session.add(account)
+        await session.flush()
+    return account
+
+
+async def _payer_account(session: AsyncSession, payer: str, network: str) -> CreditAccount:
+    payer = payer.lower()
+    account = (
+        await session.execute(
+            select(CreditAccount).where(
+                CreditAccount.payer == payer, CreditAccount.network == network
+            )
+        )
+    ).scalar_one_or_none()
+    if account is None:
+        account = CreditAccount(
+            id=new_id("acct"), payer=payer, network=network, created_at=utcnow()
+        )
+        session.add(account)
+        await session.flush()
+    return account
+
+
+async def _apply(
+    session: AsyncSession, account_id: str, kind: str, amount_atomic: int, **refs: str | None
+) -> LedgerEntry:
+    """One balance change and its ledger row. A debit is conditional on the balance covering
+    it, so concurrent debits can never overdraw."""
+    delta = ledger.signed_amount(kind, amount_atomic)
+    statement = (
+        update(CreditAccount)
+        .where(CreditAccount.id == account_id)
+        .values(balance_atomic=CreditAccount.balance_atomic + delta)
+        .returning(CreditAccount.balance_atomic)
+    )
+    if delta < 0:
+        statement = statement.where(CreditAccount.balance_atomic >= -delta)
+    balance_after = (await session.execute(statement)).scalar_one_or_none()
+    if balance_after is None:
+        current = (
+            await session.execute(
+                select(CreditAccount.balance_atomic).where(CreditAccount.id == account_id)
+            )
+        ).scalar_one()
+        raise InsufficientCredits(balance_atomic=current, required_atomic=amount_atomic)
+    entry = LedgerEntry(
+        id=new_id("led"),
+        account_id=account_id,
+        kind=kind,
+        amount_atomic=delta,
+        balance_after_atomic=balance_after,
+        created_at=utcnow(),
+        **refs,
+    )
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def credit_project(
+    session: AsyncSession,
+    project_id: str,
+    kind: str,
+    amount_atomic: int,
+    note: str | None = None,
+    tx_hash: str | None = None,
+) -> LedgerEntry:
+    account = await _project_account(session, project_id)
+    return await _apply(session, account.id, kind, amount_atomic, note=note, tx_hash=tx_hash)
+
+
+async def charge_project(
+    session: AsyncSession, project_id: str, amount_atomic: int, request_id: str
+) -> LedgerEntry:
+    """Debits the whole cost of a request, or raises InsufficientCredits having changed nothing."""
+    account = await _project_account(session, project_id)
+    return await _apply(session, account.id, ledger.CHARGE, amount_atomic, request_id=request_id)
+
+
+async def refund_message(session: AsyncSession, message: Message) -> bool:
+    """Gives a failed, expired or canceled message's price back, once: to its project, or to
+    the wallet that paid for it per call. Returns whether a refund was made now."""
+    if message.price_atomic <= 0 or message.direction != "out":
+        return False
+    flipped = await session.execute(
+        update(Message)
+        .where(Message.id == message.id, Message.refunded.is_(False))
+        .values(refunded=True)
+        .returning(Message.id)
+    )
+    if flipped.scalar_one_or_none() is None:
+        return False
+    request = None
+    if message.request_id:
+        request = (
+            await session.execute(
+                select(MessageRequest).where(MessageRequest.id == message.request_id)
+            )
+        ).scalar_one_or_none()
+    if request is not None and request.billing == "x402" and request.payer and request.network:
+        account = await _payer_account(session, request.payer, request.network)
+    else:
+        account = await _project_account(session, message.project_id)
+    # The flip above makes this once per message; the ledger's unique message_id backs it up.
+    await _apply(
+        session,
+        account.id,
+        ledger.REFUND,
+        message.price_atomic,
+        message_id=message.id,
+        request_id=message.request_id,
+    )
+    message.refunded = True
+    return True
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    balance_atomic: int
+    entries: list[LedgerEntry]
+    next_cursor: int | None
+
+
+async def project_ledger(
+    db: Database, project_id: str, limit: int = 50, before_seq: int | None = None
+) -> LedgerPage:
+    async with db.sessions() as session:
+        account = (
+            await session.execute(
+                select(CreditAccount).where(CreditAccount.project_id == project_id)
+            )
+        ).scalar_one_or_none()
+        if account is None:
+            return LedgerPage(0, [], None)
+        query = select(LedgerEntry).where(LedgerEntry.account_id == account.id)
+        if before_seq is not None:
+            query = query.where(LedgerEntry.seq < before_seq)
+        rows = list(
+            (
+                await session.execute(query.order_by(LedgerEntry.seq.desc()).limit(limit + 1))
+            ).scalars()
+        )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return LedgerPage(account.balance_atomic, rows, rows[-1].seq if more and rows else None)
+
+
+async def ledger_sum(db: Database, project_id: str) -> tuple[int, int]:
+    """(balance, sum of ledger amounts) for a project: equal unless something is broken."""
+    async with db.sessions() as session:
+        account = (
+            await session.execute(
+                select(CreditAccount).where(CreditAccount.project_id == project_id)
+            )
+        ).scalar_one_or_none()
+        if account is None:
+            return 0, 0
+        total = (
+            await session.execute(
+                select(func.coalesce(func.sum(LedgerEntry.amount_atomic), 0)).where(
+                    LedgerEntry.account_id == account.id
+                )
+            )
+        ).scalar_one()
+    return account.balance_atomic, int(total)
+
+
+async def grant(
+    db: Database, project_id: str, amount_atomic: int, note: str | None = None
+) -> LedgerEntry:
+    """Operator grant of credit to a project."""
+    async with db.transaction() as session:
+        if await ProjectRepository(session).get_project(project_id) is None:
+            raise NotFound(f"project {project_id!r} not found")
+        return await credit_project(session, project_id, ledger.GRANT, amount_atomic, note=note)

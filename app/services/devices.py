@@ -1,0 +1,236 @@
+"""Phones: pairing, token authentication, connection state, SIM inventory and SIM locks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.engine import Database
+from app.db.models import Device, Message, Sim
+from app.domain import credentials, statuses
+from app.domain.errors import NotFound, Unauthorized
+from app.services.ids import new_id, new_secret, utcnow
+
+
+class DeviceRevoked(Unauthorized):
+    code = "device_revoked"
+
+
+@dataclass(frozen=True)
+class PairedDevice:
+    device: Device
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ReportedSim:
+    """A SIM as the phone reports it; stored as given."""
+
+    slot: int
+    number: str | None = None
+    carrier: str | None = None
+    iccid: str | None = None
+
+
+def device_is_online(device: Device, now: datetime, idle_timeout_s: float) -> bool:
+    return (
+        device.instance_id is not None
+        and device.revoked_at is None
+        and device.last_seen_at is not None
+        and device.last_seen_at >= now - timedelta(seconds=idle_timeout_s)
+    )
+
+
+async def pair_device(db: Database, project_id: str, name: str = "") -> PairedDevice:
+    token = new_secret(credentials.DEVICE_TOKEN_PREFIX)
+    device = Device(
+        id=new_id("dev"),
+        project_id=project_id,
+        name=name,
+        token_hash=credentials.hash_secret(token),
+        token_prefix=credentials.display_prefix(token),
+        created_at=utcnow(),
+    )
+    async with db.transaction() as session:
+        session.add(device)
+    return PairedDevice(device=device, token=token)
+
+
+async def authenticate_device(db: Database, token: str) -> Device:
+    """The device behind a token; Unauthorized if unknown, DeviceRevoked if revoked."""
+    if not credentials.is_device_token(token):
+        raise Unauthorized("the device token is malformed")
+    async with db.sessions() as session:
+        device = (
+            await session.execute(
+                select(Device).where(Device.token_hash == credentials.hash_secret(token))
+            )
+        ).scalar_one_or_none()
+    if device is None or not credentials.secret_matches(token, device.token_hash):
+        raise Unauthorized("the device token is not valid")
+    if device.revoked_at is not None:
+        raise DeviceRevoked("this device was removed from its project")
+    return device
+
+
+async def list_devices(db: Database, project_id: str) -> list[tuple[Device, list[Sim]]]:
+    async with db.sessions() as session:
+        devices = list(
+            (
+                await session.execute(
+                    select(Device)
+                    .where(Device.project_id == project_id, Device.revoked_at.is_(None))
+                    .order_by(Device.seq)
+                )
+            ).scalars()
+        )
+        sims = list(
+            (
+                await session.execute(
+                    select(Sim)
+                    .where(Sim.project_id == project_id)
+                    .order_by(Sim.device_id, Sim.slot)
+                )
+            ).scalars()
+        )
+    by_device: dict[str, list[Sim]] = {}
+    for sim in sims:
+        by_device.setdefault(sim.device_id, []).append(sim)
+    return [(device, by_device.get(device.id, [])) for device in devices]
+
+
+async def revoke_device(db: Database, project_id: str, device_id: str) -> Device:
+    """Revokes the token at once; the caller closes the socket. Messages the phone had not
+    yet accepted go back to the queue."""
+    now = utcnow()
+    async with db.transaction() as session:
+        device = (
+            await session.execute(
+                select(Device).where(Device.id == device_id, Device.project_id == project_id)
+            )
+        ).scalar_one_or_none()
+        if device is None or device.revoked_at is not None:
+            raise NotFound(f"device {device_id!r} not found")
+        device.revoked_at = now
+        device.instance_id = None
+        await session.execute(update(Sim).where(Sim.device_id == device_id).values(live=False))
+        await _requeue_unaccepted(session, device_id)
+    return device
+
+
+async def device_connected(
+    db: Database, device_id: str, instance_id: str, info: dict[str, Any] | None = None
+) -> None:
+    now = utcnow()
+    values: dict[str, Any] = {"instance_id": instance_id, "connected_at": now, "last_seen_at": now}
+    for name in ("model", "os", "app_version"):
+        if info and isinstance(info.get(name), str):
+            values[name] = info[name][:200]
+    async with db.transaction() as session:
+        await session.execute(update(Device).where(Device.id == device_id).values(**values))
+
+
+async def report_sims(db: Database, device: Device, sims: list[ReportedSim]) -> list[Sim]:
+    """Replaces the device's live SIM set with what it reports; SIMs keep their ids by slot."""
+    now = utcnow()
+    async with db.transaction() as session:
+        known = {
+            sim.slot: sim
+            for sim in (
+                await session.execute(select(Sim).where(Sim.device_id == device.id))
+            ).scalars()
+        }
+        reported_slots = set()
+        for reported in sims:
+            reported_slots.add(reported.slot)
+            sim = known.get(reported.slot)
+            if sim is None:
+                sim = Sim(
+                    id=new_id("sim"),
+                    project_id=device.project_id,
+                    device_id=device.id,
+                    slot=reported.slot,
+                    created_at=now,
+                )
+                session.add(sim)
+                known[reported.slot] = sim
+            sim.number = reported.number or None
+            sim.carrier = reported.carrier
+            sim.iccid = reported.iccid
+            sim.live = True
+            sim.last_seen_at = now
+        for slot, sim in known.items():
+            if slot not in reported_slots:
+                sim.live = False
+        await session.flush()
+        return [known[slot] for slot in sorted(reported_slots)]
+
+
+async def device_seen(
+    db: Database, device_id: str, heartbeat: dict[str, Any] | None = None
+) -> None:
+    values: dict[str, Any] = {"last_seen_at": utcnow()}
+    if heartbeat:
+        for name, kind in (("battery", int), ("charging", bool), ("signal", int)):
+            value = heartbeat.get(name)
+            if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+                values[name] = value
+    async with db.transaction() as session:
+        await session.execute(update(Device).where(Device.id == device_id).values(**values))
+
+
+async def device_disconnected(db: Database, device_id: str, instance_id: str) -> list[str]:
+    """Marks the device offline (if this instance still holds it) and returns to the queue
+    what it had not accepted. Returns the ids of requeued messages."""
+    async with db.transaction() as session:
+        result = await session.execute(
+            update(Device)
+            .where(Device.id == device_id, Device.instance_id == instance_id)
+            .values(instance_id=None)
+            .returning(Device.id)
+        )
+        if result.scalar_one_or_none() is None:
+            return []  # it already reconnected elsewhere
+        await session.execute(update(Sim).where(Sim.device_id == device_id).values(live=False))
+        return await _requeue_unaccepted(session, device_id)
+
+
+async def _requeue_unaccepted(session: AsyncSession, device_id: str) -> list[str]:
+    result = await session.execute(
+        update(Message)
+        .where(Message.device_id == device_id, Message.status == statuses.SENDING)
+        .values(status=statuses.QUEUED, device_id=None, sim_id=None)
+        .returning(Message.id)
+    )
+    return list(result.scalars())
+
+
+@dataclass(frozen=True)
+class SimInventory:
+    online_devices: int
+    live_sims: list[Sim]
+    known_sims: list[Sim]
+
+
+async def sim_inventory(db: Database, project_id: str, idle_timeout_s: float) -> SimInventory:
+    now = utcnow()
+    pairs = await list_devices(db, project_id)
+    online = {device.id for device, _ in pairs if device_is_online(device, now, idle_timeout_s)}
+    known = [sim for _, sims in pairs for sim in sims]
+    live = [sim for sim in known if sim.live and sim.device_id in online]
+    return SimInventory(online_devices=len(online), live_sims=live, known_sims=known)
+
+
+async def set_sim_lock(db: Database, project_id: str, sim_id: str, locked: bool) -> Sim:
+    async with db.transaction() as session:
+        sim = (
+            await session.execute(select(Sim).where(Sim.id == sim_id, Sim.project_id == project_id))
+        ).scalar_one_or_none()
+        if sim is None:
+            raise NotFound(f"SIM {sim_id!r} not found")
+        sim.locked = locked
+    return sim

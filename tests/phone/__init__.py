@@ -1,0 +1,1 @@
+"""Tests of the reference phone client (app/phone)."""
