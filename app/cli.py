@@ -200,5 +200,14 @@ def bootstrap(settings: Settings, name: str, url: str) -> None:
     )
 
 
+def _register_phone_command() -> None:
+    from app.phone.cli import phone_command
+
+    main.add_command(phone_command)
+
+
+_register_phone_command()
+
+
 if __name__ == "__main__":
     main()

@@ -15,10 +15,20 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.controllers.devices import (
+    DeviceController,
+    inbound_batch,
+    list_sims,
+    lock_sim,
+    phone_socket,
+    unlock_sim,
+)
 from app.api.controllers.health import healthz, readyz
 from app.api.controllers.keys import KeyController, current_project
 from app.api.errors import EXCEPTION_HANDLERS
 from app.db.engine import Database
+from app.hub.hub import Hub
+from app.hub.signals import channels_for
 from app.logs import configure_logging, get_logger
 from app.settings import Settings
 
@@ -62,22 +72,42 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
     database = db or Database(settings.database_url)
+    channels = channels_for(settings.database_url)
+    hub = Hub(database, settings, channels)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         try:
-            yield
+            async with channels:
+                await hub.start()
+                try:
+                    yield
+                finally:
+                    await hub.stop()
         finally:
             if db is None:
                 await database.dispose()
 
     return Litestar(
-        route_handlers=[healthz, readyz, openapi_json, current_project, KeyController],
+        route_handlers=[
+            healthz,
+            readyz,
+            openapi_json,
+            current_project,
+            KeyController,
+            DeviceController,
+            list_sims,
+            lock_sim,
+            unlock_sim,
+            phone_socket,
+            inbound_batch,
+        ],
         dependencies={
             "db": Provide(lambda: database, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
+            "hub": Provide(lambda: hub, sync_to_thread=False),
         },
-        state=State({"settings": settings, "db": database}),
+        state=State({"settings": settings, "db": database, "hub": hub}),
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[RequestLogMiddleware()],
         lifespan=[lifespan],

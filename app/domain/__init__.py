@@ -1,0 +1,1 @@
+"""Pure rules of Simwire: no I/O, no framework, plain values in and out."""

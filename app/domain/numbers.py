@@ -1,0 +1,141 @@
+"""Destination numbers: emergency screening and normalization to E.164 with phonenumbers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberFormat, shortnumberinfo
+
+from app.domain.errors import EmergencyNumberBlocked, InvalidNumber
+
+# Emergency numbers are short (at most 6 digits in phonenumbers' data; room is left for a country
+# code or an international prefix in front). A longer input that is not
+# a valid number is rejected as invalid anyway, and prefix rules on long digit strings misfire on
+# real numbers (Argentine mobiles start with 911), so only short inputs are screened.
+_MAX_SHORT_DIGITS = 10
+
+_URI_SCHEME_RE = re.compile(r"^\s*(?:tel|sms|smsto|callto|mms|mmsto)\s*:\s*", re.IGNORECASE)
+_PLUS_SIGNS = ("+", "\uff0b")  # ASCII plus and the full-width plus phonenumbers also accepts
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A sendable destination: `e164` like "+14155550123"; `region` is the number's ISO code
+    ("US", "GB"; "001" for non-geographic numbers)."""
+
+    e164: str
+    region: str
+
+
+def is_emergency_destination(raw: str, region: str | None = None) -> bool:
+    """True when `raw` is, or dials, an emergency service.
+
+    Uses phonenumbers' short-number data. A number phonenumbers accepts as a full subscriber
+    number is never emergency (some real mobiles start with 911 or 112). Otherwise:
+    - `+CC…`: the national significant number is checked against every region of that country
+      code (exact match, or an emergency number followed by more digits), and the digits after
+      the `+` are checked exactly against every region (`+112`, `+911` mean 112 and 911);
+    - national input with a `region` hint: checked in that region (and, when it dials out with an
+      international prefix, in the regions of the country it reaches);
+    - national input without a region: checked exactly against every region, conservatively.
+    Separators (`9-1-1`, `1 1 2`, `(911)`), `tel:`/`sms:` prefixes and non-ASCII digits are
+    ignored. Long digit strings that are not valid numbers are left to `normalize_destination`,
+    which rejects them as invalid.
+    """
+    text = _URI_SCHEME_RE.sub("", raw or "").strip()
+    digits = phonenumbers.normalize_digits_only(text)
+    if not digits:
+        return False
+    hint = _region_hint(region)
+    international = text.startswith(_PLUS_SIGNS)
+
+    parsed = _parse(text, None if international else hint)
+    if parsed is not None and phonenumbers.is_valid_number(parsed):
+        return False
+    if len(digits) > _MAX_SHORT_DIGITS:
+        return False
+
+    if international:
+        if parsed is not None:
+            national = phonenumbers.national_significant_number(parsed)
+            country_regions = phonenumbers.region_codes_for_country_code(parsed.country_code or 0)
+            # A trunk 0 written after the country code (+44 (0) 999) is still dialled by people.
+            candidates = {national, national[1:]} if national.startswith("0") else {national}
+            if any(_dials_emergency(c, country_regions) for c in candidates if c):
+                return True
+        return _is_emergency_anywhere(digits)
+    if hint is not None:
+        if (
+            parsed is not None
+            and parsed.country_code != phonenumbers.country_code_for_region(hint)
+            and _dials_emergency(
+                phonenumbers.national_significant_number(parsed),
+                phonenumbers.region_codes_for_country_code(parsed.country_code or 0),
+            )
+        ):
+            return True  # dialled abroad with an international prefix (0044 999)
+        return _dials_emergency(digits, (hint,))
+    return _is_emergency_anywhere(digits)
+
+
+def normalize_destination(raw: str, region: str | None = None) -> Destination:
+    """Parse `raw` into a sendable `Destination` in E.164.
+
+    International input (`+44…`) needs no hint; national input (`020 7946 0000`) needs the ISO
+    `region` it is dialled from. Raises `EmergencyNumberBlocked` first for emergency numbers (see
+    `is_emergency_destination`), then `InvalidNumber` for anything phonenumbers does not accept as
+    a valid number, including service short codes (`311`, `988`), and for national input without
+    a known region. A region hint is ignored for international input.
+    """
+    if is_emergency_destination(raw, region):
+        raise EmergencyNumberBlocked(raw)
+    text = _URI_SCHEME_RE.sub("", raw or "").strip()
+    international = text.startswith(_PLUS_SIGNS)
+    hint = _region_hint(region)
+    if not international and hint is None:
+        if region:
+            raise InvalidNumber(raw, f"a national number and {region!r} is no known region")
+        raise InvalidNumber(raw, "not in international format (+country code…) and no region given")
+    parsed = _parse(text, None if international else hint)
+    if parsed is None or not phonenumbers.is_valid_number(parsed):
+        raise InvalidNumber(raw)
+    number_region = phonenumbers.region_code_for_number(parsed) or hint or "ZZ"
+    return Destination(phonenumbers.format_number(parsed, PhoneNumberFormat.E164), number_region)
+
+
+def _region_hint(region: str | None) -> str | None:
+    if not region:
+        return None
+    code = region.strip().upper()
+    return code if code in phonenumbers.SUPPORTED_REGIONS else None
+
+
+def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(text, region)
+    except NumberParseException:
+        return None
+
+
+def _dials_emergency(national: str, regions: Iterable[str]) -> bool:
+    """Exact emergency number, or one followed by more digits (`9110`), in any of `regions`."""
+    return any(_is_emergency(national, r) or _connects(national, r) for r in regions)
+
+
+@lru_cache(maxsize=4096)
+def _is_emergency(digits: str, region: str) -> bool:
+    return bool(shortnumberinfo.is_emergency_number(digits, region))
+
+
+@lru_cache(maxsize=4096)
+def _connects(digits: str, region: str) -> bool:
+    return bool(shortnumberinfo.connects_to_emergency_number(digits, region))
+
+
+@lru_cache(maxsize=1024)
+def _is_emergency_anywhere(digits: str) -> bool:
+    return any(_is_emergency(digits, r) for r in phonenumbers.SUPPORTED_SHORT_REGIONS)

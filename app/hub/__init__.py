@@ -1,0 +1,1 @@
+"""The phone hub: WebSocket protocol, connection registry, dispatcher, cross-instance signals."""

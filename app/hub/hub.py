@@ -1,0 +1,374 @@
+"""The hub of one server process: the phones connected here, the protocol loop of each socket,
+the dispatcher that hands queued messages to them, and the clock that sweeps stale states.
+Instances sharing PostgreSQL wake each other through the channels backend (LISTEN/NOTIFY)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import WebSocket
+from litestar.channels import ChannelsPlugin
+
+from app.db.engine import Database
+from app.db.models import Device, Sim
+from app.domain.errors import Unauthorized
+from app.hub import protocol
+from app.logs import get_logger
+from app.services import devices, outbound
+from app.services.inbound import ReceivedSms, store_inbound
+from app.settings import Settings
+
+log = get_logger("simwire.hub")
+
+DISPATCH_CHANNEL = "simwire_dispatch"
+DEVICE_CHANNEL = "simwire_devices"
+CLAIM_BATCH = 5
+LAST_SEEN_WRITE_INTERVAL_S = 5.0
+
+
+@dataclass(eq=False)
+class PhoneConnection:
+    device: Device
+    socket: WebSocket[Any, Any, Any]
+    sims: list[Sim] = field(default_factory=list)
+    ready: bool = False
+    rotation: int = 0
+    last_seen_written: float = 0.0
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def send(self, text: str) -> None:
+        async with self.send_lock:
+            await self.socket.send_text(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.socket.close(code=code, reason=reason)
+
+
+class Hub:
+    def __init__(self, db: Database, settings: Settings, channels: ChannelsPlugin) -> None:
+        self.db = db
+        self.settings = settings
+        self.channels = channels
+        self.instance_id = settings.instance_id or f"inst_{secrets.token_hex(6)}"
+        self.connections: dict[str, PhoneConnection] = {}
+        self.limits = outbound.RateLimits(
+            parts_per_minute=settings.sim_parts_per_minute,
+            parts_per_hour=settings.sim_parts_per_hour,
+            parts_per_day=settings.sim_parts_per_day,
+            device_max_in_flight=settings.device_max_in_flight,
+        )
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._rotation: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # Lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._dispatch_loop(), name="hub-dispatch"),
+            asyncio.create_task(self._sweep_loop(), name="hub-sweep"),
+            asyncio.create_task(self._listen_loop(), name="hub-listen"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for connection in list(self.connections.values()):
+            await connection.close(1012, "server restarting")
+
+    # Waking ------------------------------------------------------------------------------
+
+    def wake_local(self, project_id: str) -> None:
+        self._dirty.add(project_id)
+        self._wake.set()
+
+    async def notify_queued(self, project_id: str) -> None:
+        """Called after a commit that queued messages: wakes this instance and every other."""
+        self.wake_local(project_id)
+        self.channels.publish(json.dumps({"project_id": project_id}), DISPATCH_CHANNEL)
+
+    async def disconnect_device(self, device_id: str) -> None:
+        """Closes a revoked device's socket wherever it is connected."""
+        await self._close_local(device_id)
+        self.channels.publish(json.dumps({"revoked": device_id}), DEVICE_CHANNEL)
+
+    async def _close_local(self, device_id: str) -> None:
+        connection = self.connections.get(device_id)
+        if connection is not None:
+            await connection.close(protocol.CLOSE_REVOKED, "device revoked")
+
+    async def _listen_loop(self) -> None:
+        subscriber = await self.channels.subscribe([DISPATCH_CHANNEL, DEVICE_CHANNEL])
+        try:
+            async for event in subscriber.iter_events():
+                try:
+                    payload = json.loads(event)
+                except ValueError:
+                    continue
+                if "project_id" in payload:
+                    self.wake_local(str(payload["project_id"]))
+                elif "revoked" in payload:
+                    await self._close_local(str(payload["revoked"]))
+        finally:
+            with contextlib.suppress(Exception):
+                await self.channels.unsubscribe(subscriber)
+
+    # Dispatching -------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            projects, self._dirty = self._dirty, set()
+            for project_id in projects:
+                try:
+                    await self._dispatch_project(project_id)
+                except Exception as exc:  # keep dispatching other projects; the sweep retries
+                    log.error("dispatch_failed", project_id=project_id, error=repr(exc))
+
+    async def _dispatch_project(self, project_id: str) -> None:
+        while True:
+            connections = [
+                c
+                for c in self.connections.values()
+                if c.ready and c.device.project_id == project_id and c.sims
+            ]
+            if not connections:
+                return
+            start = self._rotation.get(project_id, 0)
+            self._rotation[project_id] = start + 1
+            ordered = (
+                connections[start % len(connections) :] + connections[: start % len(connections)]
+            )
+            progressed = False
+            for connection in ordered:
+                claimed = await outbound.claim_for_device(
+                    self.db,
+                    project_id,
+                    connection.device.id,
+                    connection.sims,
+                    self.limits,
+                    CLAIM_BATCH,
+                    rotation=connection.rotation,
+                )
+                connection.rotation += len(claimed)
+                for message, sim in claimed:
+                    progressed = True
+                    try:
+                        await connection.send(
+                            protocol.send_sms_frame(
+                                message.id,
+                                message.to_number,
+                                message.body,
+                                sim.number,
+                                sim.slot,
+                                message.expires_at,
+                            )
+                        )
+                    except Exception:
+                        # The socket is gone; its disconnect returns unaccepted messages.
+                        break
+            if not progressed:
+                return
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            try:
+                result = await outbound.sweep(
+                    self.db, self.settings.ack_timeout_s, self.settings.result_timeout_s
+                )
+            except Exception as exc:
+                log.error("sweep_failed", error=repr(exc))
+                continue
+            for project_id in result.requeued_projects | {
+                c.device.project_id for c in self.connections.values()
+            }:
+                self.wake_local(project_id)
+
+    # One phone socket --------------------------------------------------------------------
+
+    async def serve(self, socket: WebSocket[Any, Any, Any]) -> None:
+        await socket.accept()
+        device = await self._authenticate(socket)
+        if device is None:
+            return
+        connection = PhoneConnection(device=device, socket=socket)
+        previous = self.connections.get(device.id)
+        self.connections[device.id] = connection
+        if previous is not None:
+            await previous.close(protocol.CLOSE_REPLACED, "replaced by a newer connection")
+        await devices.device_connected(self.db, device.id, self.instance_id)
+        await connection.send(
+            protocol.frame(
+                "connected",
+                project_id=device.project_id,
+                device_id=device.id,
+                limits={
+                    "parts_per_minute": self.limits.parts_per_minute,
+                    "parts_per_hour": self.limits.parts_per_hour,
+                    "parts_per_day": self.limits.parts_per_day,
+                    "max_in_flight": self.limits.device_max_in_flight,
+                    "max_frame_bytes": self.settings.phone_max_frame_bytes,
+                    "ping_interval_s": self.settings.phone_ping_interval_s,
+                },
+            )
+        )
+        log.info("phone_connected", device_id=device.id, project_id=device.project_id)
+        pinger = asyncio.create_task(self._ping(connection))
+        try:
+            await self._receive_loop(connection)
+        except Exception as exc:
+            log.error("phone_socket_failed", device_id=device.id, error=repr(exc), exc_info=exc)
+            await connection.close(1011, "server error")
+        finally:
+            pinger.cancel()
+            if self.connections.get(device.id) is connection:
+                del self.connections[device.id]
+                requeued = await devices.device_disconnected(self.db, device.id, self.instance_id)
+                if requeued:
+                    await self.notify_queued(device.project_id)
+            log.info("phone_disconnected", device_id=device.id)
+
+    async def _authenticate(self, socket: WebSocket[Any, Any, Any]) -> Device | None:
+        token = socket.query_params.get("token")
+        if not token:
+            try:
+                first = await asyncio.wait_for(socket.receive(), timeout=5)
+                auth = protocol.decode_frame(first.get("text") or first.get("bytes") or b"")
+                token = auth.token if isinstance(auth, protocol.Auth) else None
+            except (TimeoutError, protocol.FrameError):
+                token = None
+            if not token:
+                await socket.close(protocol.CLOSE_AUTH_TIMEOUT, "send ?token= or an auth frame")
+                return None
+        try:
+            return await devices.authenticate_device(self.db, token)
+        except devices.DeviceRevoked:
+            await socket.close(protocol.CLOSE_REVOKED, "device revoked")
+        except Unauthorized:
+            await socket.close(protocol.CLOSE_INVALID_TOKEN, "invalid device token")
+        return None
+
+    async def _ping(self, connection: PhoneConnection) -> None:
+        while True:
+            await asyncio.sleep(self.settings.phone_ping_interval_s)
+            try:
+                await connection.send(protocol.frame("ping"))
+            except Exception:
+                return
+
+    async def _receive_loop(self, connection: PhoneConnection) -> None:
+        while True:
+            try:
+                message = await asyncio.wait_for(
+                    connection.socket.receive(), timeout=self.settings.phone_idle_timeout_s
+                )
+            except TimeoutError:
+                await connection.close(protocol.CLOSE_IDLE, "no frames within the idle timeout")
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            raw = message.get("text") or message.get("bytes") or b""
+            try:
+                parsed = protocol.decode_frame(raw)
+                await self._handle(connection, parsed)
+            except protocol.FrameError as exc:
+                await connection.send(protocol.frame("error", code=exc.code, message=exc.message))
+            await self._note_seen(connection, None)
+
+    async def _note_seen(
+        self, connection: PhoneConnection, heartbeat: dict[str, Any] | None
+    ) -> None:
+        now = time.monotonic()
+        if heartbeat is None and now - connection.last_seen_written < LAST_SEEN_WRITE_INTERVAL_S:
+            return
+        connection.last_seen_written = now
+        await devices.device_seen(self.db, connection.device.id, heartbeat)
+
+    async def _handle(self, connection: PhoneConnection, parsed: protocol.PhoneFrame) -> None:
+        device = connection.device
+        if isinstance(parsed, protocol.Hello):
+            info = {
+                "model": parsed.device.model if parsed.device else None,
+                "os": parsed.device.os if parsed.device else None,
+                "app_version": parsed.device.app_version if parsed.device else None,
+            }
+            await devices.device_connected(self.db, device.id, self.instance_id, info)
+            await self._set_sims(connection, parsed.sims)
+        elif isinstance(parsed, protocol.Sims):
+            await self._set_sims(connection, parsed.sims)
+        elif isinstance(parsed, protocol.Inbound):
+            sms = parsed.message
+            await store_inbound(
+                self.db,
+                device,
+                ReceivedSms(
+                    phone_message_id=sms.id,
+                    sender=sms.address,
+                    body=sms.body,
+                    device_time=protocol.ms_to_datetime(sms.date),
+                    sim_slot=sms.sim_slot,
+                ),
+            )
+            await connection.send(protocol.frame("inbound_ack", id=sms.id))
+        elif isinstance(parsed, protocol.Accepted):
+            outcome = await outbound.mark_accepted(self.db, device.project_id, device.id, parsed.id)
+            if not outcome.stored:
+                raise protocol.FrameError(
+                    "stale_command", f"{parsed.id} is not assigned to this device"
+                )
+        elif isinstance(parsed, protocol.SendResult):
+            outcome = await outbound.record_send_result(
+                self.db, device.project_id, device.id, parsed.id, parsed.success, parsed.error
+            )
+            await self._ack_result(connection, parsed.id, "send_result", outcome.stored)
+            self.wake_local(device.project_id)  # a slot in flight is free again
+        elif isinstance(parsed, protocol.DeliveryReport):
+            outcome = await outbound.record_delivery(
+                self.db,
+                device.project_id,
+                device.id,
+                parsed.id,
+                parsed.delivered,
+                protocol.ms_to_datetime(parsed.at),
+            )
+            await self._ack_result(connection, parsed.id, "delivery_report", outcome.stored)
+        elif isinstance(parsed, protocol.Heartbeat):
+            await self._note_seen(
+                connection,
+                {"battery": parsed.battery, "charging": parsed.charging, "signal": parsed.signal},
+            )
+        elif isinstance(parsed, protocol.Auth):
+            raise protocol.FrameError("already_authenticated", "this socket is authenticated")
+
+    async def _ack_result(
+        self, connection: PhoneConnection, message_id: str, kind: str, stored: bool
+    ) -> None:
+        if not stored:  # nothing to record, but acknowledge so the phone stops repeating it
+            await connection.send(
+                protocol.frame(
+                    "error", code="unknown_message", message=f"{message_id} is not this device's"
+                )
+            )
+        await connection.send(protocol.frame("result_ack", id=message_id, kind=kind))
+
+    async def _set_sims(self, connection: PhoneConnection, sims: list[protocol.SimReport]) -> None:
+        connection.sims = await devices.report_sims(
+            self.db,
+            connection.device,
+            [devices.ReportedSim(s.slot, s.number, s.carrier, s.iccid) for s in sims],
+        )
+        connection.ready = True
+        self.wake_local(connection.device.project_id)

@@ -1,0 +1,86 @@
+"""Inbound SMS from phones: stored once per (device, phone-side id), as reported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.db.engine import Database
+from app.db.models import Device, Message, Sim
+from app.domain import statuses
+from app.domain.errors import SimwireError
+from app.domain.segments import plan_segments
+from app.services.ids import new_id, utcnow
+
+
+@dataclass(frozen=True)
+class ReceivedSms:
+    phone_message_id: str
+    sender: str
+    body: str
+    device_time: datetime | None
+    sim_slot: int | None
+
+
+def _encoding_of(body: str) -> tuple[str, int]:
+    try:
+        plan = plan_segments(body)
+    except SimwireError:  # empty or overlong bodies are stored as received, just not planned
+        return "UCS-2", 1
+    return plan.encoding, plan.segment_count
+
+
+async def store_inbound(db: Database, device: Device, sms: ReceivedSms) -> tuple[str, bool]:
+    """Stores an inbound SMS; returns (message id, whether it is new). A repeat of a
+    phone-side id from the same device returns the first message's id."""
+    existing = await _find(db, device.id, sms.phone_message_id)
+    if existing:
+        return existing, False
+    encoding, segments = _encoding_of(sms.body)
+    try:
+        async with db.transaction() as session:
+            sim = None
+            if sms.sim_slot is not None:
+                sim = (
+                    await session.execute(
+                        select(Sim).where(Sim.device_id == device.id, Sim.slot == sms.sim_slot)
+                    )
+                ).scalar_one_or_none()
+            message = Message(
+                id=new_id("msg"),
+                project_id=device.project_id,
+                direction="in",
+                status=statuses.RECEIVED,
+                to_number=(sim.number if sim and sim.number else ""),
+                from_number=sms.sender[:64],
+                body=sms.body,
+                encoding=encoding,
+                segment_count=segments,
+                sim_id=sim.id if sim else None,
+                device_id=device.id,
+                phone_message_id=sms.phone_message_id[:200],
+                created_at=utcnow(),
+                device_time=sms.device_time,
+            )
+            session.add(message)
+        return message.id, True
+    except IntegrityError:  # the same SMS arrived twice at once
+        found = await _find(db, device.id, sms.phone_message_id)
+        if found is None:
+            raise
+        return found, False
+
+
+async def _find(db: Database, device_id: str, phone_message_id: str) -> str | None:
+    async with db.sessions() as session:
+        return (
+            await session.execute(
+                select(Message.id).where(
+                    Message.device_id == device_id,
+                    Message.phone_message_id == phone_message_id[:200],
+                )
+            )
+        ).scalar_one_or_none()
