@@ -121,6 +121,9 @@ class MessageRequest(SQLModel, table=True):
     """The messages of one API call; its id is the capability to read them for x402 callers."""
 
     __tablename__ = "requests"
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "idempotency_key", name="uq_requests_idempotency"),
+    )
 
     seq: int | None = Field(default=None, primary_key=True)
     id: str = Field(max_length=40, unique=True, index=True)
@@ -217,3 +220,18 @@ class LedgerEntry(SQLModel, table=True):
     tx_hash: str | None = Field(default=None, max_length=80)
     note: str | None = Field(default=None, max_length=200)
     created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class ProjectPolicy(SQLModel, table=True):
+    """A project's own sending policy: default region for national numbers, content categories
+    it is licensed for, extra blocked terms, its own link domains."""
+
+    __tablename__ = "project_policies"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    project_id: str = Field(max_length=40, foreign_key="projects.id", unique=True, index=True)
+    default_region: str | None = Field(default=None, max_length=8)
+    allowed_categories: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    blocked_terms: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    allowed_domains: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    updated_at: datetime = Field(sa_type=UTCDateTime)

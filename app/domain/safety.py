@@ -159,18 +159,18 @@ def _join_spaced(match: re.Match[str]) -> str:
     return " " + match.group().replace(" ", "")
 
 
-def _fold(body: str) -> str:
-    """NFKC, invisible characters and apostrophes dropped, homoglyphs mapped, casefolded."""
-    text = unicodedata.normalize("NFKC", body)
+def _fold(text: str) -> str:
+    """Invisible characters and apostrophes dropped, homoglyphs mapped, casefolded (`text` is
+    already NFKC)."""
     if text.isascii():
         return text.replace("'", "").replace("`", "").casefold()
     return text.translate(_DROP).translate(_HOMOGLYPHS).casefold()
 
 
-def _views(body: str) -> tuple[str, ...]:
+def _views(nfkc: str) -> tuple[str, ...]:
     """The text views rules are matched against, each with one leading space: one view, or two
-    when a `1` may stand for either i or l."""
-    folded = _fold(body)
+    when a `1` may stand for either i or l. `nfkc` is the body in Unicode form NFKC."""
+    folded = _fold(nfkc)
     if "!" in folded or "|" in folded:
         folded = _INNER_SYMBOL.sub(lambda m: "i" if m.group() == "!" else "l", folded)
     if folded.isascii():
@@ -192,11 +192,11 @@ def _views(body: str) -> tuple[str, ...]:
 def normalise(body: str) -> tuple[str, ...]:
     """What screening reads: the body casefolded and de-obfuscated, words separated by single
     spaces; a second reading when a `1` inside a word may stand for either i or l."""
-    return tuple(view[1:] for view in _views(body))
+    return tuple(view[1:] for view in _views(unicodedata.normalize("NFKC", body)))
 
 
 def _normalise_pattern(pattern: str) -> str:
-    return _views(pattern)[0][1:]
+    return normalise(pattern)[0]
 
 
 # --- compiled rule sets -------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def _trie_regex(words: Iterable[str]) -> str:
 
 _NEGATION = re.compile(
     r"\b(?:never|not|no|dont|doesnt|didnt|wont|cannot|cant|avoid|quit|quitting|stop|stopped"
-    r"|prohibited|banned|ban|free of)\b(?:\s+\S+){0,2}\s*$"
+    r"|prohibited|banned|ban|free of)\b(?:\s+\S+){0,3}\s*$"
 )
 
 
@@ -438,7 +438,8 @@ class _LinkFindings:
 
 def _find_links(lowered: str) -> list[_Link]:
     links: list[_Link] = []
-    for m in _URL.finditer(lowered):
+    candidates = (m for token in lowered.split() if "." in token[:-1] for m in _URL.finditer(token))
+    for m in candidates:
         host = m.group("host").rstrip(".")
         path = (m.group("path") or "").rstrip(_TRAILING_PUNCTUATION)
         explicit = bool(m.group("scheme")) or host.startswith("www.")
@@ -643,12 +644,10 @@ def screen_content(body: str, policy: SafetyPolicy = DEFAULT_POLICY) -> ScreenRe
     Never raises for content; see `ensure_allowed` for the raising form. The spam score is the
     sum of the weights of distinct spam signals; it blocks (category `spam`) at SPAM_THRESHOLD.
     """
-    views = _views(body)
+    nfkc = unicodedata.normalize("NFKC", body)
+    views = _views(nfkc)
 
-    link_source = unicodedata.normalize("NFKC", body)
-    if not link_source.isascii():
-        link_source = link_source.translate(_INVISIBLE)
-    link_source = link_source.lower()
+    link_source = nfkc.lower() if nfkc.isascii() else nfkc.translate(_INVISIBLE).lower()
     if _DOT_INSIDE_WORD.search(link_source):
         findings = _inspect_links(link_source, policy)
     else:
@@ -679,7 +678,7 @@ def screen_content(body: str, policy: SafetyPolicy = DEFAULT_POLICY) -> ScreenRe
         found.setdefault(signal.rule_id, signal)
 
     spam_score = 0
-    extra_weights = {r.id: r.weight for r in policy.extra_rules}
+    extra_weights = {r.id: r.weight for r in policy.extra_rules} if policy.extra_rules else {}
     categories: set[str] = set()
     for match in found.values():
         if match.category == SPAM:

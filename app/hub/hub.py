@@ -96,12 +96,18 @@ class Hub:
     async def notify_queued(self, project_id: str) -> None:
         """Called after a commit that queued messages: wakes this instance and every other."""
         self.wake_local(project_id)
-        self.channels.publish(json.dumps({"project_id": project_id}), DISPATCH_CHANNEL)
+        self._publish({"project_id": project_id}, DISPATCH_CHANNEL)
 
     async def disconnect_device(self, device_id: str) -> None:
         """Closes a revoked device's socket wherever it is connected."""
         await self._close_local(device_id)
-        self.channels.publish(json.dumps({"revoked": device_id}), DEVICE_CHANNEL)
+        self._publish({"revoked": device_id}, DEVICE_CHANNEL)
+
+    def _publish(self, payload: dict[str, str], channel: str) -> None:
+        # Before start (e.g. an app used without its lifespan) there is no one to tell; other
+        # instances still find queued work on their next sweep.
+        if self._tasks:
+            self.channels.publish(json.dumps(payload), channel)
 
     async def _close_local(self, device_id: str) -> None:
         connection = self.connections.get(device_id)

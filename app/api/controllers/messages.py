@@ -1,0 +1,178 @@
+"""`POST /v1/messages` and `POST /v1/quotes`: parse the body into drafts, call one service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, post
+
+from app.api.auth import optional_auth
+from app.db.engine import Database
+from app.domain import pricing
+from app.domain.errors import InvalidBody, InvalidInput, Unauthorized
+from app.domain.segments import plan_segments
+from app.hub.hub import Hub
+from app.services import quoting, sending
+from app.settings import Settings
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidBody(f"`{name}` must be a string")
+    return value
+
+
+def _optional_text(payload: dict[str, Any], name: str, limit: int = 200) -> str | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    text = _text(value, name).strip()
+    if len(text) > limit:
+        raise InvalidInput(f"`{name}` is longer than {limit} characters")
+    return text or None
+
+
+def _recipients(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise InvalidBody("`to` must be a phone number or a list of phone numbers")
+
+
+def parse_drafts(payload: Any) -> list[quoting.Draft]:
+    """`{to, message, tag?}` or `{messages: [{to, message, tag?}]}` into drafts."""
+    if not isinstance(payload, dict):
+        raise InvalidBody("the request body must be a JSON object")
+    if "messages" in payload:
+        entries = payload["messages"]
+        if not isinstance(entries, list) or not entries:
+            raise InvalidBody("`messages` must be a non-empty list of {to, message}")
+        drafts = []
+        for entry in entries:
+            if not isinstance(entry, dict) or "to" not in entry or "message" not in entry:
+                raise InvalidBody("each item of `messages` needs `to` and `message`")
+            tag = _optional_text(entry, "tag")
+            drafts += [
+                quoting.Draft(to, _text(entry["message"], "message"), tag)
+                for to in _recipients(entry["to"])
+            ]
+        return drafts
+    if "to" not in payload:
+        raise InvalidBody("give `to` and `message`, or `messages`")
+    if "message" not in payload:
+        raise InvalidBody("`message` is required")
+    body = _text(payload["message"], "message")
+    tag = _optional_text(payload, "tag")
+    return [quoting.Draft(to, body, tag) for to in _recipients(payload["to"])]
+
+
+def parse_options(payload: dict[str, Any], idempotency_key: str | None) -> sending.SendOptions:
+    ttl = payload.get("ttl_s")
+    if ttl is not None and (
+        not isinstance(ttl, int) or isinstance(ttl, bool) or not 10 <= ttl <= 604_800
+    ):
+        raise InvalidInput("`ttl_s` must be an integer number of seconds from 10 to 604800")
+    sim = payload.get("sim")
+    if isinstance(sim, int) and not isinstance(sim, bool):
+        sim = str(sim)
+    return sending.SendOptions(
+        region=_region(payload),
+        sim=_optional_text({"sim": sim}, "sim", 64),
+        ttl_s=ttl,
+        idempotency_key=(idempotency_key or "").strip()[:200] or None,
+    )
+
+
+def _region(payload: dict[str, Any]) -> str | None:
+    region = _optional_text(payload, "region", 3)
+    if region is not None and not (region.isalpha() and len(region) == 2):
+        raise InvalidInput("`region` must be a two-letter ISO country code such as US")
+    return region.upper() if region else None
+
+
+@post("/v1/messages", tags=["messages"], status_code=202, summary="Send SMS (credits or x402)")
+async def send_messages(
+    request: Request[Any, Any, Any], db: Database, settings: Settings, hub: Hub, data: Any
+) -> Response[dict[str, Any]]:
+    """With a key (scope `messages.send`): charged to the project's credits. Without a key:
+    paid per call with x402 (402 with the payment request, then 202 once settled)."""
+    auth = await optional_auth(request, db)
+    drafts = parse_drafts(data)
+    options = parse_options(data, request.headers.get("idempotency-key"))
+    if auth is None:
+        raise Unauthorized(
+            "an API key is required (Authorization: Bearer sw_live_…); "
+            "pay-per-call with x402 is not enabled on this server"
+        )
+    auth.require("messages.send")
+    body = await sending.send_with_credits(
+        db, hub, settings, auth.project_id, drafts, options, sending.request_fingerprint(data)
+    )
+    return Response(body, status_code=202)
+
+
+@post("/v1/quotes", tags=["messages"], status_code=200, summary="Price a message; no key needed")
+async def create_quote(
+    request: Request[Any, Any, Any],
+    db: Database,
+    settings: Settings,
+    data: Any,
+    explain: bool = False,
+) -> dict[str, Any]:
+    """Segments, encoding, per-recipient prices and what would be blocked, stored as a quote.
+    With a key, the project's prices and policy apply."""
+    auth = await optional_auth(request, db)
+    if not isinstance(data, dict) or "messages" in data:
+        raise InvalidBody("a quote takes `{to, message, region?}`")
+    drafts = parse_drafts(data)
+    prepared, quote = await quoting.create_quote(
+        db, settings, auth.project_id if auth else None, drafts, _region(data)
+    )
+    return quote_response(prepared, quote, drafts[0].body, explain)
+
+
+def quote_response(
+    prepared: quoting.PreparedSend, quote: Any, body: str, explain: bool
+) -> dict[str, Any]:
+    plan = prepared.items[0].plan if prepared.items else plan_segments(body)
+    response: dict[str, Any] = {
+        "quote_id": quote.id,
+        "encoding": plan.encoding,
+        "segment_count": plan.segment_count,
+        "characters": plan.characters,
+        "septets_or_units": plan.units,
+        "ucs2_reasons": list(plan.ucs2_reasons),
+        "recipients": [
+            {
+                "to": item.to,
+                "country": item.region,
+                "segments": item.plan.segment_count,
+                "price": pricing.format_usdc(item.price_atomic),
+                "price_atomic": item.price_atomic,
+            }
+            for item in prepared.items
+        ],
+        "per_segment_rate": pricing.format_usdc(quote.per_segment_rate_atomic),
+        "fees": pricing.format_usdc(prepared.fees_atomic),
+        "total": pricing.format_usdc(prepared.total_atomic),
+        "total_atomic": prepared.total_atomic,
+        "currency": "USDC",
+        "expires_at": quote.expires_at,
+        "allowed": prepared.allowed,
+        "blocked": [
+            {
+                **({"to": b.to} if b.to else {"content": True}),
+                "error": b.error,
+                "message": b.message,
+                **({"categories": list(b.categories)} if b.categories else {}),
+            }
+            for b in prepared.blocked
+        ],
+    }
+    if explain:
+        response["parts"] = [
+            {"text": text, "units": units}
+            for text, units in zip(plan.parts, plan.part_units, strict=True)
+        ]
+    return response

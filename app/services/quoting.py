@@ -1,0 +1,236 @@
+"""The front half of every send: parse destinations, screen for emergency numbers and harmful
+content, plan segments and price — then store the quote. Nothing here charges or queues."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.engine import Database
+from app.db.models import ProjectPolicy, StoredQuote
+from app.domain import numbers, pricing, safety, segments
+from app.domain.errors import (
+    Blocked,
+    ContentBlocked,
+    InvalidBody,
+    SimwireError,
+    TooManyRecipients,
+)
+from app.services.ids import new_id, utcnow
+from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class Draft:
+    """One message as the caller asked for it: a raw destination and a body."""
+
+    to: str
+    body: str
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class PreparedItem:
+    to: str
+    region: str
+    body: str
+    tag: str | None
+    plan: segments.SegmentPlan
+    rate_atomic: int
+    price_atomic: int
+
+
+@dataclass(frozen=True)
+class BlockedItem:
+    error: str
+    message: str
+    to: str | None = None
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PreparedSend:
+    items: list[PreparedItem]
+    blocked: list[BlockedItem]
+    fees_atomic: int
+    blocking_error: SimwireError | None = field(default=None, compare=False)
+
+    @property
+    def allowed(self) -> bool:
+        return not self.blocked
+
+    @property
+    def segment_count(self) -> int:
+        return sum(item.plan.segment_count for item in self.items)
+
+    @property
+    def total_atomic(self) -> int:
+        return sum(item.price_atomic for item in self.items) + self.fees_atomic
+
+    def raise_if_blocked(self) -> None:
+        if self.blocking_error is not None:
+            raise self.blocking_error
+
+
+@dataclass(frozen=True)
+class SendPolicy:
+    """Everything a project (or the operator, for anonymous calls) decides about sending."""
+
+    price_table: pricing.PriceTable
+    safety: safety.SafetyPolicy
+    default_region: str | None
+
+
+def price_table_from(settings: Settings) -> pricing.PriceTable:
+    return pricing.PriceTable(
+        default_rate_atomic=pricing.parse_usdc(settings.price_per_segment),
+        country_rates_atomic={
+            region: pricing.parse_usdc(rate)
+            for region, rate in settings.price_country_rates.items()
+        },
+        fee_per_request_atomic=pricing.parse_usdc(settings.fee_per_request),
+        fee_per_message_atomic=pricing.parse_usdc(settings.fee_per_message),
+    )
+
+
+async def policy_for(db: Database, settings: Settings, project_id: str | None) -> SendPolicy:
+    table = price_table_from(settings)
+    if project_id is None:
+        return SendPolicy(table, safety.DEFAULT_POLICY, settings.default_region)
+    async with db.sessions() as session:
+        row = (
+            await session.execute(
+                select(ProjectPolicy).where(ProjectPolicy.project_id == project_id)
+            )
+        ).scalar_one_or_none()
+    if row is None:
+        return SendPolicy(table, safety.DEFAULT_POLICY, settings.default_region)
+    return SendPolicy(
+        table,
+        safety.SafetyPolicy(
+            allowed_categories=frozenset(row.allowed_categories),
+            blocked_terms=tuple(row.blocked_terms),
+            allowed_domains=tuple(row.allowed_domains),
+        ),
+        row.default_region or settings.default_region,
+    )
+
+
+def prepare(
+    drafts: Sequence[Draft], policy: SendPolicy, region: str | None, max_recipients: int
+) -> PreparedSend:
+    """Validates, screens, plans and prices. Invalid input raises (400); blocked destinations
+    and content are collected (the first one is `blocking_error`, 422) so a quote can show all."""
+    if not drafts:
+        raise InvalidBody("give at least one recipient in `to`")
+    if len(drafts) > max_recipients:
+        raise TooManyRecipients(
+            f"{len(drafts)} recipients; at most {max_recipients} per request",
+            max_recipients=max_recipients,
+        )
+    hint = region or policy.default_region or None
+    plans: dict[str, segments.SegmentPlan] = {}
+    screens: dict[str, safety.ScreenResult] = {}
+    items: list[PreparedItem] = []
+    blocked: list[BlockedItem] = []
+    first_block: SimwireError | None = None
+    for draft in drafts:
+        if draft.body not in plans:
+            plans[draft.body] = segments.plan_segments(draft.body)
+            screens[draft.body] = safety.screen_content(draft.body, policy.safety)
+        try:
+            destination = numbers.normalize_destination(draft.to, hint)
+        except Blocked as exc:
+            blocked.append(BlockedItem(exc.code, exc.message, to=draft.to))
+            first_block = first_block or exc
+            continue
+        screen = screens[draft.body]
+        if screen.blocked:
+            if not any(b.error == "content_blocked" for b in blocked):
+                error = safety_error(screen)
+                blocked.append(BlockedItem(error.code, error.message, categories=screen.categories))
+                first_block = first_block or error
+            continue
+        plan = plans[draft.body]
+        rate = policy.price_table.rate_for(destination.region)
+        items.append(
+            PreparedItem(
+                to=destination.e164,
+                region=destination.region,
+                body=draft.body,
+                tag=draft.tag,
+                plan=plan,
+                rate_atomic=rate,
+                price_atomic=plan.segment_count * rate + policy.price_table.fee_per_message_atomic,
+            )
+        )
+    fees = policy.price_table.fee_per_request_atomic if items else 0
+    return PreparedSend(items, blocked, fees, first_block)
+
+
+def safety_error(screen: safety.ScreenResult) -> SimwireError:
+    return ContentBlocked(
+        categories=list(screen.categories),
+        rules=sorted({m.rule_id for m in screen.matches if m.category in screen.categories}),
+    )
+
+
+def content_sha256(items: Sequence[PreparedItem]) -> str:
+    """The hash a quote binds to: every destination with its body, in order."""
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(item.to.encode() + b"\x1f" + item.body.encode() + b"\x1e")
+    return digest.hexdigest()
+
+
+async def store_quote(
+    session: AsyncSession,
+    prepared: PreparedSend,
+    project_id: str | None,
+    ttl_s: int,
+    purpose: str = "send",
+    asset: str | None = None,
+    network: str | None = None,
+    pay_to: str | None = None,
+) -> StoredQuote:
+    now = utcnow()
+    first = prepared.items[0] if prepared.items else None
+    quote = StoredQuote(
+        id=new_id("quo"),
+        project_id=project_id,
+        body_sha256=content_sha256(prepared.items),
+        recipients=[item.to for item in prepared.items],
+        encoding=first.plan.encoding if first else segments.GSM7,
+        segment_count=prepared.segment_count,
+        per_segment_rate_atomic=max((item.rate_atomic for item in prepared.items), default=0),
+        fees_atomic=prepared.fees_atomic,
+        total_atomic=prepared.total_atomic,
+        purpose=purpose,
+        asset=asset,
+        network=network,
+        pay_to=pay_to,
+        created_at=now,
+        expires_at=now + timedelta(seconds=ttl_s),
+    )
+    session.add(quote)
+    await session.flush()
+    return quote
+
+
+async def create_quote(
+    db: Database,
+    settings: Settings,
+    project_id: str | None,
+    drafts: Sequence[Draft],
+    region: str | None,
+) -> tuple[PreparedSend, StoredQuote]:
+    policy = await policy_for(db, settings, project_id)
+    prepared = prepare(drafts, policy, region, max_recipients=1000)
+    async with db.transaction() as session:
+        quote = await store_quote(session, prepared, project_id, settings.quote_ttl_s)
+    return prepared, quote
