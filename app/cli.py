@@ -118,6 +118,43 @@ def project_list(settings: Settings) -> None:
         click.echo(f"{row.id}\t{row.organization_id}\t{row.name}")
 
 
+@project.command("policy")
+@click.argument("project_id")
+@click.option("--region", help="Default region for national numbers (e.g. US).")
+@click.option("--allow", "allowed", multiple=True, help="Allow a category (alcohol, firearms, …).")
+@click.option("--deny-term", "denied", multiple=True, help="Block messages containing a term.")
+@click.option(
+    "--allow-domain", "domains", multiple=True, help="A link domain of the project's own."
+)
+@click.pass_obj
+def project_policy(
+    settings: Settings,
+    project_id: str,
+    region: str | None,
+    allowed: tuple[str, ...],
+    denied: tuple[str, ...],
+    domains: tuple[str, ...],
+) -> None:
+    """Set a project's sending policy (each option replaces that part when given)."""
+    from app.services.projects import set_policy
+
+    policy = _run(
+        settings,
+        lambda db: set_policy(
+            db,
+            project_id,
+            region,
+            list(allowed) or None,
+            list(denied) or None,
+            list(domains) or None,
+        ),
+    )
+    click.echo(
+        f"region={policy.default_region} allowed={','.join(policy.allowed_categories)} "
+        f"denied_terms={len(policy.blocked_terms)} domains={','.join(policy.allowed_domains)}"
+    )
+
+
 @main.group()
 def key() -> None:
     """Manage a project's API keys."""

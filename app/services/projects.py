@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import select
+
 from app.db.engine import Database
-from app.db.models import ApiKey, Organization, Project
+from app.db.models import ApiKey, Organization, Project, ProjectPolicy
 from app.db.repositories.projects import ApiKeyRepository, ProjectRepository
 from app.domain import credentials
 from app.domain.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from app.domain.safety import ALWAYS_BLOCKED
 from app.services.ids import new_id, new_secret, utcnow
 
 
@@ -164,3 +167,38 @@ async def rotate_key(db: Database, project_id: str, key_id: str, mode: str = "li
         old.revoked_at = now
         old.rotated_to = issued.key.id
     return issued
+
+
+async def set_policy(
+    db: Database,
+    project_id: str,
+    default_region: str | None = None,
+    allowed_categories: list[str] | None = None,
+    blocked_terms: list[str] | None = None,
+    allowed_domains: list[str] | None = None,
+) -> ProjectPolicy:
+    """Replaces the given parts of a project's sending policy (None leaves a part as it is)."""
+    forbidden = sorted(set(allowed_categories or ()) & set(ALWAYS_BLOCKED))
+    if forbidden:
+        raise InvalidInput(f"these categories can never be allowed: {', '.join(forbidden)}")
+    async with db.transaction() as session:
+        if await ProjectRepository(session).get_project(project_id) is None:
+            raise NotFound(f"project {project_id!r} not found")
+        policy = (
+            await session.execute(
+                select(ProjectPolicy).where(ProjectPolicy.project_id == project_id)
+            )
+        ).scalar_one_or_none()
+        if policy is None:
+            policy = ProjectPolicy(project_id=project_id, updated_at=utcnow())
+            session.add(policy)
+        if default_region is not None:
+            policy.default_region = default_region.upper() or None
+        if allowed_categories is not None:
+            policy.allowed_categories = sorted(set(allowed_categories))
+        if blocked_terms is not None:
+            policy.blocked_terms = list(blocked_terms)
+        if allowed_domains is not None:
+            policy.allowed_domains = [d.lower() for d in allowed_domains]
+        policy.updated_at = utcnow()
+    return policy
