@@ -237,6 +237,220 @@ def bootstrap(settings: Settings, name: str, url: str) -> None:
     )
 
 
+async def _only_project(db: Database, project_id: str | None) -> str:
+    """The project an operator command means: the one given, else the only one there is."""
+    from app.services.projects import get_project, list_projects
+
+    if project_id:
+        return (await get_project(db, project_id)).id
+    found = await list_projects(db)
+    if len(found) != 1:
+        raise click.UsageError(
+            "no project exists yet" if not found else "several projects exist; pass --project"
+        )
+    return found[0].id
+
+
+@main.command("messages")
+@click.option("--project", "project_id", help="Project id (needed when there are several).")
+@click.option("--direction", type=click.Choice(["in", "out"]), help="Only inbound or outbound.")
+@click.option("--status", help="Only this status (or a comma-separated list).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def messages_command(
+    settings: Settings,
+    project_id: str | None,
+    direction: str | None,
+    status: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List a project's latest messages, newest first, straight from the database."""
+    import msgspec
+
+    from app.api.schemas_reading import message_out
+    from app.services import reading
+
+    async def _list(db: Database) -> list[reading.MessageRecord]:
+        filters = reading.MessageFilter(
+            direction=direction, statuses=reading.parse_statuses(status) if status else ()
+        )
+        chosen = await _only_project(db, project_id)
+        return (await reading.list_messages(db, chosen, filters, limit)).records
+
+    records = _run(settings, _list)
+    shown = [message_out(record) for record in records]
+    if as_json:
+        data = msgspec.to_builtins(shown)
+        click.echo(json.dumps({"data": data, "count": len(data)}, default=str))
+        return
+    for row in shown:
+        body = row.body if len(row.body) <= 40 else row.body[:39] + "…"
+        click.echo(
+            f"{row.id}\t{row.direction}\t{row.status}\t{row.from_ or '-'}\t{row.to}\t"
+            f"{row.created_at.isoformat()}\t{body!r}"
+        )
+
+
+@main.group()
+def credits() -> None:
+    """Grant and inspect a project's prepaid USDC credit."""
+
+
+@credits.command("grant")
+@click.argument("project_id")
+@click.argument("amount")
+@click.option("--note", default=None, help="Why (kept on the ledger row).")
+@click.pass_obj
+def credits_grant(settings: Settings, project_id: str, amount: str, note: str | None) -> None:
+    """Grant AMOUNT USDC (a decimal such as 12.5, at most 6 decimals) to PROJECT_ID."""
+    from app.domain.pricing import format_usdc, parse_usdc
+    from app.services.credits import grant
+
+    try:
+        amount_atomic = parse_usdc(amount)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="AMOUNT") from None
+    if amount_atomic <= 0:
+        raise click.BadParameter("a grant must be more than 0", param_hint="AMOUNT")
+    entry = _run(settings, lambda db: grant(db, project_id, amount_atomic, note))
+    click.echo(
+        f"granted {format_usdc(amount_atomic)} USDC to {project_id}; "
+        f"balance {format_usdc(entry.balance_after_atomic)} USDC ({entry.id})"
+    )
+
+
+@credits.command("show")
+@click.argument("project_id")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def credits_show(settings: Settings, project_id: str, limit: int, as_json: bool) -> None:
+    """Show a project's balance and its latest ledger rows."""
+    import msgspec
+
+    from app.api.schemas_reading import credits_out
+    from app.services.credits import LedgerPage, project_ledger
+
+    async def _show(db: Database) -> LedgerPage:
+        return await project_ledger(db, await _only_project(db, project_id), limit)
+
+    shown = credits_out(_run(settings, _show), None)
+    if as_json:
+        click.echo(json.dumps(msgspec.to_builtins(shown), default=str))
+        return
+    click.echo(f"balance: {shown.balance} USDC ({shown.balance_atomic} atomic)")
+    for row in shown.ledger:
+        ref = row.message_id or row.request_id or row.tx_hash or row.note or ""
+        click.echo(
+            f"{row.created_at.isoformat()}\t{row.kind}\t{row.amount_atomic:+d}\t"
+            f"{row.balance_after_atomic}\t{ref}"
+        )
+
+
+@main.group()
+def device() -> None:
+    """Pair and list phones."""
+
+
+@device.command("pair")
+@click.argument("project_id")
+@click.option("--name", default="", help="A label for the phone.")
+@click.pass_obj
+def device_pair(settings: Settings, project_id: str, name: str) -> None:
+    """Pair a phone with PROJECT_ID and print its token (shown once)."""
+    from app.services.devices import pair_device
+    from app.services.projects import get_project
+
+    async def _pair(db: Database) -> Any:
+        await get_project(db, project_id)
+        return await pair_device(db, project_id, name)
+
+    paired = _run(settings, _pair)
+    click.echo(f"device: {paired.device.id}\ntoken:  {paired.token}")
+
+
+class _NoWake:
+    """The CLI runs beside the server: the server's sweep picks queued messages up."""
+
+    async def notify_queued(self, project_id: str) -> None:
+        return None
+
+
+def _csv_drafts(path: str) -> list[Any]:
+    import csv
+
+    from app.services.quoting import Draft
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not {"to", "message"} <= set(rows[0]):
+        raise click.ClickException("the CSV needs a header row with `to` and `message` columns")
+    return [Draft(row["to"], row["message"], row.get("tag") or None) for row in rows]
+
+
+@main.command("send")
+@click.option("--project", "project_id", required=True, help="Project whose credits pay.")
+@click.option("--to", "recipients", multiple=True, help="Destination (repeat for several).")
+@click.option("--message", help="The text to send.")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A CSV file with columns to,message[,tag]: one message per row.",
+)
+@click.option("--tag", help="Tag for every message.")
+@click.option("--sim", help="Pin to a SIM (number or slot).")
+@click.pass_obj
+def send_command(
+    settings: Settings,
+    project_id: str,
+    recipients: tuple[str, ...],
+    message: str | None,
+    csv_path: str | None,
+    tag: str | None,
+    sim: str | None,
+) -> None:
+    """Send SMS as a project, charged to its credits (a progress bar for --csv)."""
+    from app.services.quoting import Draft
+    from app.services.sending import SendOptions, request_fingerprint, send_with_credits
+
+    if csv_path:
+        drafts = _csv_drafts(csv_path)
+    elif recipients and message:
+        drafts = [Draft(to, message, tag) for to in recipients]
+    else:
+        raise click.ClickException("give --to and --message, or --csv FILE")
+    chunks = [drafts[i : i + 100] for i in range(0, len(drafts), 100)]
+
+    async def _send(db: Database) -> list[dict[str, Any]]:
+        results = []
+        with click.progressbar(length=len(drafts), label="sending", file=None) as bar:
+            for chunk in chunks:
+                fingerprint = request_fingerprint([d.__dict__ for d in chunk])
+                results.append(
+                    await send_with_credits(
+                        db,
+                        _NoWake(),
+                        settings,
+                        project_id,
+                        chunk,
+                        SendOptions(sim=sim),
+                        fingerprint,
+                    )
+                )
+                bar.update(len(chunk))
+        return results
+
+    results = _run(settings, _send)
+    messages = [m for result in results for m in result["messages"]]
+    charged = sum(result["charged_atomic"] for result in results)
+    for result in results:
+        click.echo(f"request {result['request_id']}: {len(result['messages'])} queued")
+    click.echo(f"{len(messages)} messages queued, {charged} USDC atomic units charged")
+
+
 def _register_phone_command() -> None:
     from app.phone.cli import phone_command
 

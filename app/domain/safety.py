@@ -271,13 +271,23 @@ def _group_end(pattern: str, start: int) -> int:
 
 
 def _literal_prefix(pattern: str) -> str:
-    """The literal characters a pattern starts with, up to the first operator."""
-    end = 0
-    while end < len(pattern) and pattern[end] not in _REGEX_SPECIAL:
-        end += 1
-    if end < len(pattern) and pattern[end] in "?*{":
-        end -= 1  # the last literal is optional
-    return pattern[:end]
+    """The literal characters a pattern starts with, up to the first operator (escaped
+    punctuation such as `\\$` counts as literal)."""
+    chars: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern) and not pattern[i + 1].isalnum():
+            chars.append(pattern[i + 1])
+            i += 2
+            continue
+        if ch in _REGEX_SPECIAL:
+            if ch in "?*{" and chars:
+                chars.pop()  # the last literal is optional
+            break
+        chars.append(ch)
+        i += 1
+    return "".join(chars)
 
 
 def _start_keys(pattern: str) -> set[str] | None:
@@ -304,22 +314,32 @@ def _start_keys(pattern: str) -> set[str] | None:
 
 
 @dataclass(frozen=True, slots=True)
+class _Entry:
+    """What may start at a word: `literal` rules match when the entry ends at a word end;
+    `regexes` are tried from the word start."""
+
+    text: str
+    literal: tuple[Rule, ...]
+    regexes: tuple[tuple[re.Pattern[str], Rule], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class _RuleSet:
-    """Rules compiled for matching. Literals form one trie regex; each regex rule is tried only
-    where a word starts with one of its start keys (found with a second trie regex), or scanned
-    in full when it has none."""
+    """Rules compiled for matching. Every literal term and every literal start key of a regex
+    goes into one trie-shaped regex that runs once over the text; regexes without a start key
+    are scanned in full."""
 
     rules: dict[str, Rule]
-    literal_re: re.Pattern[str] | None
-    literal_rules: dict[str, tuple[Rule, ...]]
-    key_re: re.Pattern[str] | None
-    keyed: dict[str, tuple[tuple[re.Pattern[str], Rule], ...]]
+    start_re: re.Pattern[str] | None
+    # For each string the start regex can report, the entries that are prefixes of it (itself
+    # included): the regex reports the longest, but a shorter one may be what matches.
+    chains: dict[str, tuple[_Entry, ...]]
     unkeyed: tuple[tuple[re.Pattern[str], Rule], ...]
 
 
 def _compile(rules: Iterable[Rule]) -> _RuleSet:
     by_id: dict[str, Rule] = {}
-    literal_rules: dict[str, list[Rule]] = {}
+    literals: dict[str, list[Rule]] = {}
     by_key: dict[str, list[tuple[re.Pattern[str], Rule]]] = {}
     unkeyed: list[tuple[re.Pattern[str], Rule]] = []
     for rule in rules:
@@ -337,26 +357,17 @@ def _compile(rules: Iterable[Rule]) -> _RuleSet:
             for pattern in rule.patterns:
                 literal = _normalise_pattern(pattern)
                 if literal:
-                    literal_rules.setdefault(literal, []).append(rule)
-    literal_re = None
-    if literal_rules:
-        # A lookahead, so that overlapping terms are all found (one per starting word).
-        literal_re = re.compile(r" (?=(" + _trie_regex(literal_rules) + r")(?!\S))")
-    # The key regex reports the longest key at a word; every shorter key that is a prefix of it
-    # could match there too, so its candidates are included.
-    keyed = {
-        key: tuple(c for other, cs in by_key.items() if key.startswith(other) for c in cs)
-        for key in by_key
+                    literals.setdefault(literal, []).append(rule)
+    entries = {
+        text: _Entry(text, tuple(literals.get(text, ())), tuple(by_key.get(text, ())))
+        for text in literals.keys() | by_key.keys()
     }
-    key_re = re.compile(r" (?=(" + _trie_regex(by_key) + r"))") if by_key else None
-    return _RuleSet(
-        by_id,
-        literal_re,
-        {k: tuple(v) for k, v in literal_rules.items()},
-        key_re,
-        keyed,
-        tuple(unkeyed),
-    )
+    chains = {
+        text: tuple(e for other, e in sorted(entries.items()) if text.startswith(other))
+        for text in entries
+    }
+    start_re = re.compile(r" (?=(" + _trie_regex(entries) + r"))") if entries else None
+    return _RuleSet(by_id, start_re, chains, tuple(unkeyed))
 
 
 def _load_data() -> dict[str, Any]:
@@ -386,6 +397,7 @@ _URL_DATA: dict[str, Any] = _DATA["url"]
 _TLDS = frozenset(_URL_DATA["tlds"])
 _MULTI_SUFFIXES = frozenset(_URL_DATA["multi_part_suffixes"])
 _SHORTENERS = frozenset(_URL_DATA["shorteners"])
+_TRUSTED_SUFFIXES = tuple(_URL_DATA["trusted_suffixes"])
 _SUSPICIOUS_TLDS = frozenset(_URL_DATA["suspicious_tlds"])
 _CREDENTIAL_PATH = re.compile(_URL_DATA["credential_path"], re.IGNORECASE)
 _HOST_SECURITY_WORDS = frozenset(_URL_DATA["host_security_words"])
@@ -426,6 +438,7 @@ _TRAILING_PUNCTUATION = ".,;:!?)]}'\">"
 class _Link:
     host: str
     path: str
+    userinfo: bool = False  # "https://paypal.com@evil.example/": the host is what follows "@"
 
 
 @dataclass(slots=True)
@@ -438,8 +451,22 @@ class _LinkFindings:
 
 def _find_links(lowered: str) -> list[_Link]:
     links: list[_Link] = []
-    candidates = (m for token in lowered.split() if "." in token[:-1] for m in _URL.finditer(token))
-    for m in candidates:
+    for token in lowered.split():
+        if "." not in token[:-1]:
+            continue
+        userinfo = False
+        if "@" in token:
+            scheme, sep, rest = token.partition("://")
+            if sep and "@" in rest.split("/", 1)[0]:
+                token = scheme + sep + rest.split("@", 1)[1]
+                userinfo = True
+        links.extend(_links_in(token, userinfo))
+    return links
+
+
+def _links_in(token: str, userinfo: bool) -> list[_Link]:
+    links: list[_Link] = []
+    for m in _URL.finditer(token):
         host = m.group("host").rstrip(".")
         path = (m.group("path") or "").rstrip(_TRAILING_PUNCTUATION)
         explicit = bool(m.group("scheme")) or host.startswith("www.")
@@ -449,7 +476,7 @@ def _find_links(lowered: str) -> list[_Link]:
             continue  # a dotted number such as a version, not a link
         if not (is_ip or explicit or tld in _TLDS or tld.startswith("xn--")):
             continue
-        links.append(_Link(host, path))
+        links.append(_Link(host, path, userinfo))
     return links
 
 
@@ -533,6 +560,8 @@ def _inspect_links(lowered: str, policy: SafetyPolicy) -> _LinkFindings:
         if policy.allowed_domains and _within(host, policy.allowed_domains):
             continue
         matches = findings.matches
+        if link.userinfo:
+            matches.append(RuleMatch("url.userinfo_host", "phishing", host))
         try:
             ipaddress.ip_address(host)
         except ValueError:
@@ -544,8 +573,10 @@ def _inspect_links(lowered: str, policy: SafetyPolicy) -> _LinkFindings:
             continue
         if not host.isascii():
             mapped = host.translate(_HOMOGLYPHS)
+            # Latin mixed with Greek or Cyrillic inside one label; "münchen.de" is no trick.
             mixed = any(
-                not label.isascii() and any("a" <= ch <= "z" for ch in label)
+                any("\u0370" <= ch <= "\u04ff" for ch in label)
+                and any("a" <= ch <= "z" for ch in label)
                 for label in host.split(".")
             )
             if mapped.isascii() or mixed:
@@ -553,8 +584,8 @@ def _inspect_links(lowered: str, policy: SafetyPolicy) -> _LinkFindings:
             host = mapped
         labels = host.split(".")
         registrable = _registrable(host)
-        if registrable in _OFFICIAL_DOMAINS:
-            continue
+        if registrable in _OFFICIAL_DOMAINS or _within(host, _TRUSTED_SUFFIXES):
+            continue  # official brand domains; registries that vet who registers (gov, edu)
         findings.untrusted = True
         tld = labels[-1]
         if any(label.startswith("xn--") for label in labels):
@@ -574,12 +605,20 @@ def _inspect_links(lowered: str, policy: SafetyPolicy) -> _LinkFindings:
 
 # --- screening ----------------------------------------------------------------------------------
 
-_DOT_INSIDE_WORD = re.compile(r"\.[^\W_]")
+# A dot before a letter, or a dotted quad: all a message can hold that might be a link.
+_LINK_HINT = re.compile(r"\.[^\W\d_]|\d\.\d{1,3}\.\d")
+_KEEP_ASCII_UPPER = dict.fromkeys(i for i in range(128) if not chr(i).isupper())
+_KEEP_ASCII_LETTERS = dict.fromkeys(i for i in range(128) if not chr(i).isalpha())
 
 
 def _caps_and_letters(body: str) -> tuple[int, int]:
     """Upper-case letters and letters in `body`; letters are only counted when caps could
     reach the mostly-caps threshold."""
+    if body.isascii():
+        caps = len(body.translate(_KEEP_ASCII_UPPER))
+        if caps < 9:
+            return caps, 0
+        return caps, len(body.translate(_KEEP_ASCII_LETTERS))
     caps = sum(map(str.isupper, body))
     if caps < 9:
         return caps, 0
@@ -601,21 +640,23 @@ def _scan(
         return not (rule.negatable and _negated(text, start))
 
     for text in views:
-        if ruleset.literal_re is not None:
-            for m in ruleset.literal_re.finditer(text):
-                literal = m.group(1)
-                for rule in ruleset.literal_rules[literal]:
-                    if counts(rule, text, m.start(1)):
-                        found[rule.id] = RuleMatch(rule.id, rule.category, literal)
-        if ruleset.key_re is not None:
-            for m in ruleset.key_re.finditer(text):
+        if ruleset.start_re is not None:
+            size = len(text)
+            for m in ruleset.start_re.finditer(text):
                 start = m.start(1)
-                for pattern, rule in ruleset.keyed[m.group(1)]:
-                    if rule.id in found:
-                        continue
-                    hit = pattern.match(text, start)
-                    if hit and counts(rule, text, start):
-                        found[rule.id] = RuleMatch(rule.id, rule.category, hit.group()[:80])
+                for entry in ruleset.chains[m.group(1)]:
+                    if entry.literal:
+                        end = start + len(entry.text)
+                        if end == size or text[end] == " ":
+                            for rule in entry.literal:
+                                if counts(rule, text, start):
+                                    found[rule.id] = RuleMatch(rule.id, rule.category, entry.text)
+                    for pattern, rule in entry.regexes:
+                        if rule.id in found:
+                            continue
+                        hit = pattern.match(text, start)
+                        if hit and counts(rule, text, start):
+                            found[rule.id] = RuleMatch(rule.id, rule.category, hit.group()[:80])
         for pattern, rule in ruleset.unkeyed:
             if rule.id in found:
                 continue
@@ -648,7 +689,7 @@ def screen_content(body: str, policy: SafetyPolicy = DEFAULT_POLICY) -> ScreenRe
     views = _views(nfkc)
 
     link_source = nfkc.lower() if nfkc.isascii() else nfkc.translate(_INVISIBLE).lower()
-    if _DOT_INSIDE_WORD.search(link_source):
+    if _LINK_HINT.search(link_source):
         findings = _inspect_links(link_source, policy)
     else:
         findings = _LinkFindings(matches=[])

@@ -279,6 +279,11 @@ def test_raw_ip_host_is_phishing() -> None:
     assert not screen_content("Upgrade to version 1.2.3.4 tonight").blocked
 
 
+def test_userinfo_before_the_host_is_phishing() -> None:
+    rules = _link_rules("Sign in: https://www.paypal.com@login-check.example/session")
+    assert "url.userinfo_host" in rules
+
+
 def test_punycode_and_homoglyph_hosts_are_phishing() -> None:
     assert "url.punycode_host" in _link_rules("Go to https://xn--pypal-4ve.com/home")
     assert "url.homoglyph_host" in _link_rules("Go to https://\u0440\u0430ypal.com/home")
@@ -318,10 +323,19 @@ def test_brand_lookalike_hosts_are_phishing(host: str, rule: str) -> None:
         "https://www.pineapplecafe.com/menu",
         "https://groups.example.org/join",
         "https://docs.python.org/3/",
+        "https://www.münchen.de/veranstaltungen",
     ],
 )
 def test_official_and_unrelated_hosts_pass(url: str) -> None:
     assert not screen_content(f"Link: {url}").blocked
+
+
+def test_government_and_education_hosts_are_trusted() -> None:
+    lure = "Congratulations, you have been selected! Details at https://{host}/awards"
+    assert not screen_content(lure.format(host="finaid.stateu.edu")).blocked
+    assert not screen_content(lure.format(host="www.gov.uk")).blocked
+    assert _blocks(lure.format(host="stateu-awards.com"), "phishing")
+    assert _blocks(lure.format(host="gov.uk.awards-portal.top"), "phishing")
 
 
 def test_credential_path_blocks_only_with_urgency_or_a_bad_host() -> None:
@@ -344,6 +358,7 @@ def test_smishing_lures_need_an_untrusted_link() -> None:
         "Your code is 123456. Do not share it.",
         "Never share your verification code with anyone. Code: 8812",
         "We will never ask for your PIN or password.",
+        "We will never ask you to share your verification code.",
         "Did you try to spend $45 at Target? Reply YES or NO.",
     ],
 )
