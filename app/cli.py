@@ -451,6 +451,33 @@ def send_command(
     click.echo(f"{len(messages)} messages queued, {charged} USDC atomic units charged")
 
 
+@main.command("demo-prepare", hidden=True)
+@click.option("--credit", default="10", help="Top the demo project up to this many USDC.")
+@click.pass_obj
+def demo_prepare(settings: Settings, credit: str) -> None:
+    """For `scripts/serve --demo`: pair a fresh fake phone with the first project (revoking the
+    previous demo phone) and top up its credits. Prints `PROJECT TOKEN` on one line."""
+    from app.domain.pricing import parse_usdc
+    from app.services import credits as credit_service
+    from app.services import devices
+    from app.services.projects import list_projects
+
+    async def _prepare(db: Database) -> tuple[str, str]:
+        project = (await list_projects(db))[0]
+        for existing, _ in await devices.list_devices(db, project.id):
+            if existing.name == "demo-phone":
+                await devices.revoke_device(db, project.id, existing.id)
+        paired = await devices.pair_device(db, project.id, "demo-phone")
+        balance, _ = await credit_service.ledger_sum(db, project.id)
+        wanted = parse_usdc(credit)
+        if balance < wanted:
+            await credit_service.grant(db, project.id, wanted - balance, note="demo credit")
+        return project.id, paired.token
+
+    project_id, token = _run(settings, _prepare)
+    click.echo(f"{project_id} {token}")
+
+
 def _register_phone_command() -> None:
     from app.phone.cli import phone_command
 

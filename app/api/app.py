@@ -26,6 +26,7 @@ from app.api.controllers.devices import (
 from app.api.controllers.health import healthz, readyz
 from app.api.controllers.keys import KeyController, current_project
 from app.api.controllers.messages import create_quote, send_messages
+from app.api.controllers.reading import ReadingController, list_messages
 from app.api.errors import EXCEPTION_HANDLERS
 from app.db.engine import Database
 from app.hub.hub import Hub
@@ -104,6 +105,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             inbound_batch,
             send_messages,
             create_quote,
+            ReadingController,
+            list_messages,
         ],
         dependencies={
             "db": Provide(lambda: database, sync_to_thread=False),

@@ -54,7 +54,7 @@ def status_for(exc: errors.SimwireError) -> int:
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None, **details: Any
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, /, **details: Any
 ) -> Response[dict[str, Any]]:
     body = {"error": code, "message": message, **details}
     return Response(content=body, status_code=status, media_type=MediaType.JSON, headers=headers)

@@ -347,15 +347,17 @@ async def _finish_where(db: Database, condition: object, status: str, error_code
     return len(rows)
 
 
-async def cancel(db: Database, project_id: str, message_id: str) -> Message | None:
-    """Cancels a message still queued (refunding it); None if it is not this project's.
-    Racing with dispatch is safe: the row lock decides which one wins."""
+async def cancel(db: Database, project_id: str, message_id: str) -> tuple[Message, bool] | None:
+    """Cancels a message still queued (refunding it). Returns the message and whether this
+    call canceled it; None if it is not this project's. Racing with dispatch or with another
+    cancel is safe: the row lock decides which one wins."""
     async with db.transaction() as session:
         message = await _device_message(session, project_id, message_id)
         if message is None:
             return None
-        if message.status == statuses.QUEUED:
-            message.status = statuses.CANCELED
-            message.failed_at = utcnow()
-            await refund_message(session, message)
-        return message
+        if message.status != statuses.QUEUED:
+            return message, False
+        message.status = statuses.CANCELED
+        message.failed_at = utcnow()
+        await refund_message(session, message)
+        return message, True

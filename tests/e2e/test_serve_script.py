@@ -69,3 +69,45 @@ def test_serve_script_prints_a_working_key_and_reuses_it_on_restart(tmp_path):
     finally:
         out_again = stop(second)
     assert "Using project" in out_again and key not in out_again
+
+
+def test_demo_connects_a_fake_phone_so_the_first_send_is_delivered(tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIMWIRE_")}
+    process = subprocess.Popen(
+        [str(ROOT / "scripts" / "serve"), "--port", str(port), "--demo"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_healthy(base)
+        key = None
+        deadline = time.monotonic() + 30
+        while key is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            found = re.search(r"key: (sw_live_[0-9a-f]{32})", line)
+            key = found.group(1) if found else None
+        headers = {"Authorization": f"Bearer {key}"}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the fake phone connects just after the server
+            sims = httpx.get(f"{base}/v1/sims", headers=headers).json()
+            if sims["live_sims"]:
+                break
+            time.sleep(0.2)
+        sent = httpx.post(
+            f"{base}/v1/messages", json={"to": "+14155550100", "message": "Hello from Simwire"},
+            headers=headers,
+        )
+        assert sent.status_code == 202, sent.text
+        message_id = sent.json()["messages"][0]["id"]
+        deadline = time.monotonic() + 30
+        status = None
+        while time.monotonic() < deadline and status != "delivered":
+            status = httpx.get(f"{base}/v1/messages/{message_id}", headers=headers).json()["status"]
+            time.sleep(0.2)
+        assert status == "delivered"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert "x402 pay-per-call is on" in err

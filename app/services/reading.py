@@ -1,0 +1,357 @@
+"""What a project sees of its own messages: listings, one message, a request, stats; plus the two
+things a caller does to one message after sending it (archive it, cancel it while queued)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.engine import Database
+from app.db.models import CreditAccount, LedgerEntry, Message, MessageRequest, Sim
+from app.domain import ledger, statuses
+from app.domain.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from app.services import outbound
+from app.services.ids import utcnow
+
+MAX_PAGE = 1000
+
+SENT_STATUSES = (statuses.SENT, statuses.DELIVERED)
+FAILED_STATUSES = (statuses.FAILED, statuses.EXPIRED)
+# Not yet out of a radio: waiting for a phone, pushed to one, or held by one.
+PENDING_STATUSES = (statuses.QUEUED, statuses.SENDING, statuses.ACCEPTED)
+LISTABLE_STATUSES = frozenset({*statuses.OUTBOUND_STATUSES, statuses.RECEIVED})
+
+
+class InvalidCursor(InvalidInput):
+    code = "invalid_cursor"
+
+
+class NotCancelable(Conflict):
+    code = "not_cancelable"
+
+    def __init__(self, message_id: str, status: str) -> None:
+        super().__init__(
+            f"message {message_id!r} is {status}; only a queued message can be canceled",
+            # Not `status`: app/api/errors.error_response takes `status` as its own argument.
+            current_status=status,
+        )
+
+
+_NOT_A_CURSOR = "`cursor` is not a cursor this server handed out"
+
+
+def encode_cursor(seq: int) -> str:
+    """An opaque page position: base64url (unpadded) of the last row's `seq`."""
+    return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The `seq` inside a cursor, or InvalidCursor for anything this server did not hand out."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursor(_NOT_A_CURSOR, param="cursor") from None
+    if (
+        not text.isdigit()
+        or text.startswith("0")
+        or len(text) > 18
+        or encode_cursor(int(text)) != cursor
+    ):
+        raise InvalidCursor(_NOT_A_CURSOR, param="cursor")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    """Everything `GET /v1/messages` can narrow by; None means "any". `archived` is exclusive:
+    False lists only live messages, True only archived ones."""
+
+    direction: str | None = None
+    statuses: tuple[str, ...] = ()
+    tag: str | None = None
+    sim_id: str | None = None
+    to: str | None = None
+    sender: str | None = None
+    since: datetime | None = None
+    since_id: str | None = None
+    archived: bool = False
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """A message with the number of the SIM it went through (an outbound row keeps no sender
+    of its own until a phone reports one)."""
+
+    message: Message
+    sim_number: str | None = None
+
+    @property
+    def sender(self) -> str | None:
+        if self.message.from_number or self.message.direction == "in":
+            return self.message.from_number
+        return self.sim_number
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    records: list[MessageRecord]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """One request and its messages, oldest first, with the counts callers poll for."""
+
+    request: MessageRequest
+    records: list[MessageRecord]
+    status: str
+    delivered: int
+    sent: int
+    failed: int
+    queued: int
+
+
+@dataclass(frozen=True)
+class Window:
+    sent: int = 0
+    received: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class ProjectStats:
+    total_sent: int
+    total_delivered: int
+    total_received: int
+    total_failed: int
+    total_queued: int
+    last_24h: Window
+    last_7d: Window
+    spend_atomic: int
+
+
+def _with_sim() -> Select[tuple[Message, str | None]]:
+    return select(Message, Sim.number).outerjoin(Sim, Sim.id == Message.sim_id)
+
+
+async def _records(
+    session: AsyncSession, query: Select[tuple[Message, str | None]]
+) -> list[MessageRecord]:
+    return [
+        MessageRecord(message, number) for message, number in (await session.execute(query)).all()
+    ]
+
+
+def _sender_is(number: str) -> ColumnElement[bool]:
+    return or_(
+        Message.from_number == number,
+        and_(Message.from_number.is_(None), Message.direction == "out", Sim.number == number),
+    )
+
+
+async def _seq_of(session: AsyncSession, project_id: str, message_id: str) -> int | None:
+    return (
+        await session.execute(
+            select(Message.seq).where(Message.project_id == project_id, Message.id == message_id)
+        )
+    ).scalar_one_or_none()
+
+
+async def list_messages(
+    db: Database,
+    project_id: str,
+    filters: MessageFilter | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> MessagePage:
+    """The project's messages matching `filters`, newest first, `limit` (1–1000) at a time.
+    Raises InvalidCursor for a cursor it did not hand out, InvalidInput for an unknown
+    `since_id` (only this project's messages count)."""
+    filters = filters or MessageFilter()
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"`limit` must be from 1 to {MAX_PAGE}", param="limit")
+    before_seq = decode_cursor(cursor) if cursor is not None else None
+    query = _with_sim().where(
+        Message.project_id == project_id, Message.archived == filters.archived
+    )
+    if filters.direction is not None:
+        query = query.where(Message.direction == filters.direction)
+    if filters.statuses:
+        query = query.where(Message.status.in_(filters.statuses))
+    if filters.tag is not None:
+        query = query.where(Message.tag == filters.tag)
+    if filters.sim_id is not None:
+        query = query.where(Message.sim_id == filters.sim_id)
+    if filters.to is not None:
+        query = query.where(Message.to_number == filters.to)
+    if filters.sender is not None:
+        query = query.where(_sender_is(filters.sender))
+    if filters.since is not None:
+        query = query.where(Message.created_at >= filters.since)
+    if before_seq is not None:
+        query = query.where(Message.seq < before_seq)
+    async with db.sessions() as session:
+        if filters.since_id is not None:
+            after_seq = await _seq_of(session, project_id, filters.since_id)
+            if after_seq is None:
+                raise InvalidInput(
+                    f"`since_id` {filters.since_id!r} is not a message of this project",
+                    param="since_id",
+                )
+            query = query.where(Message.seq > after_seq)
+        records = await _records(session, query.order_by(Message.seq.desc()).limit(limit + 1))
+    more = len(records) > limit
+    records = records[:limit]
+    last_seq = records[-1].message.seq if more and records else None
+    return MessagePage(records, encode_cursor(last_seq) if last_seq is not None else None)
+
+
+async def get_message(db: Database, project_id: str, message_id: str) -> MessageRecord:
+    """One message of this project; another project's message is NotFound like a missing one."""
+    async with db.sessions() as session:
+        records = await _records(
+            session,
+            _with_sim().where(Message.project_id == project_id, Message.id == message_id),
+        )
+    if not records:
+        raise NotFound(f"message {message_id!r} not found")
+    return records[0]
+
+
+async def get_request(db: Database, project_id: str | None, request_id: str) -> RequestView:
+    """A request and its messages. With `project_id` (a key's project) only that project's
+    requests are found (NotFound otherwise). Without one, the unguessable id of an x402-paid
+    request is the capability to read it; any other request needs a key (Unauthorized, also
+    for unknown ids, so the answer tells nothing about which ids exist)."""
+    async with db.sessions() as session:
+        request = (
+            await session.execute(select(MessageRequest).where(MessageRequest.id == request_id))
+        ).scalar_one_or_none()
+        if project_id is None:
+            if request is None or request.billing != "x402":
+                raise Unauthorized(
+                    "an API key is required to read this request; only x402-paid requests "
+                    "are readable by their id alone"
+                )
+        elif request is None or request.project_id != project_id:
+            raise NotFound(f"request {request_id!r} not found")
+        records = await _records(
+            session,
+            _with_sim()
+            .where(Message.project_id == request.project_id, Message.request_id == request.id)
+            .order_by(Message.seq),
+        )
+    found = [record.message.status for record in records]
+    return RequestView(
+        request=request,
+        records=records,
+        status=statuses.request_status(found),
+        delivered=sum(s == statuses.DELIVERED for s in found),
+        sent=sum(s in SENT_STATUSES for s in found),
+        failed=sum(s in statuses.REFUNDABLE_STATUSES for s in found),
+        queued=sum(s in PENDING_STATUSES for s in found),
+    )
+
+
+def _count_where(*conditions: Any) -> ColumnElement[int]:
+    return func.coalesce(func.sum(case((and_(*conditions), 1), else_=0)), 0)
+
+
+def _window_columns(since: datetime) -> list[ColumnElement[int]]:
+    recent = Message.created_at >= since
+    return [
+        _count_where(recent, Message.status.in_(SENT_STATUSES)),
+        _count_where(recent, Message.status == statuses.RECEIVED),
+        _count_where(recent, Message.status.in_(FAILED_STATUSES)),
+    ]
+
+
+async def project_stats(db: Database, project_id: str, now: datetime | None = None) -> ProjectStats:
+    """Counts over all of the project's messages (archived ones too) and, for the last 24 hours
+    and 7 days, by creation time. `spend_atomic` is what the project's credit paid for
+    messages: charges minus refunds, in USDC atomic units."""
+    now = now or utcnow()
+    columns = [
+        _count_where(Message.status.in_(SENT_STATUSES)),
+        _count_where(Message.status == statuses.DELIVERED),
+        _count_where(Message.status == statuses.RECEIVED),
+        _count_where(Message.status.in_(FAILED_STATUSES)),
+        _count_where(Message.status.in_(PENDING_STATUSES)),
+        *_window_columns(now - timedelta(hours=24)),
+        *_window_columns(now - timedelta(days=7)),
+    ]
+    async with db.sessions() as session:
+        counts = [
+            int(value)
+            for value in (
+                await session.execute(select(*columns).where(Message.project_id == project_id))
+            ).one()
+        ]
+        ledger_total = (
+            await session.execute(
+                select(func.coalesce(func.sum(LedgerEntry.amount_atomic), 0))
+                .join(CreditAccount, CreditAccount.id == LedgerEntry.account_id)
+                .where(
+                    CreditAccount.project_id == project_id,
+                    LedgerEntry.kind.in_([ledger.CHARGE, ledger.REFUND]),
+                )
+            )
+        ).scalar_one()
+    sent, delivered, received, failed, queued = counts[:5]
+    return ProjectStats(
+        total_sent=sent,
+        total_delivered=delivered,
+        total_received=received,
+        total_failed=failed,
+        total_queued=queued,
+        last_24h=Window(*counts[5:8]),
+        last_7d=Window(*counts[8:11]),
+        spend_atomic=-int(ledger_total),
+    )
+
+
+async def archive_message(db: Database, project_id: str, message_id: str) -> MessageRecord:
+    """Hides a message from default listings; archiving twice is harmless."""
+    async with db.transaction() as session:
+        changed = await session.execute(
+            update(Message)
+            .where(Message.project_id == project_id, Message.id == message_id)
+            .values(archived=True)
+            .returning(Message.id)
+        )
+        if changed.scalar_one_or_none() is None:
+            raise NotFound(f"message {message_id!r} not found")
+    return await get_message(db, project_id, message_id)
+
+
+async def cancel_message(db: Database, project_id: str, message_id: str) -> MessageRecord:
+    """Cancels a still-queued message, refunding its price once (outbound.cancel decides under
+    the row lock). NotCancelable, with the current status, once it has left the queue."""
+    current = await get_message(db, project_id, message_id)
+    if current.message.status != statuses.QUEUED:
+        raise NotCancelable(message_id, current.message.status)
+    outcome = await outbound.cancel(db, project_id, message_id)
+    if outcome is None:
+        raise NotFound(f"message {message_id!r} not found")
+    message, canceled_now = outcome
+    if not canceled_now:
+        raise NotCancelable(message_id, message.status)
+    return MessageRecord(message, current.sim_number)
+
+
+def parse_statuses(text: str) -> tuple[str, ...]:
+    """`status` filter text: one status or a comma-separated list of them."""
+    wanted = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [s for s in wanted if s not in LISTABLE_STATUSES]
+    if not wanted or unknown:
+        raise InvalidInput(
+            f"`status` must be one or more of {', '.join(sorted(LISTABLE_STATUSES))}",
+            param="status",
+        )
+    return wanted
