@@ -245,15 +245,10 @@ async def record_send_result(
             return Outcome(stored=False)
         if message.status in (statuses.SENDING, statuses.ACCEPTED):
             message.accepted_at = message.accepted_at or now
-            if success:
-                message.status = statuses.SENT
-                message.sent_at = now
-            else:
-                message.status = statuses.FAILED
-                message.failed_at = now
-                message.error_code = (error or "send_failed")[:64]
-                refunded = await refund_message(session, message)
-                return Outcome(stored=True, status=message.status, refunded=refunded)
+            if not success:
+                return await _fail(session, message, error or "send_failed", now)
+            message.status = statuses.SENT
+            message.sent_at = now
         return Outcome(stored=True, status=message.status)
 
 
@@ -272,16 +267,23 @@ async def record_delivery(
             return Outcome(stored=False)
         if message.status in (statuses.SENDING, statuses.ACCEPTED, statuses.SENT):
             message.sent_at = message.sent_at or now
-            if delivered:
-                message.status = statuses.DELIVERED
-                message.delivered_at = at or now
-            else:
-                message.status = statuses.FAILED
-                message.failed_at = now
-                message.error_code = "not_delivered"
-                refunded = await refund_message(session, message)
-                return Outcome(stored=True, status=message.status, refunded=refunded)
+            if not delivered:
+                return await _fail(session, message, "not_delivered", now)
+            message.status = statuses.DELIVERED
+            message.delivered_at = at or now
         return Outcome(stored=True, status=message.status)
+
+
+async def _fail(
+    session: AsyncSession, message: Message, error_code: str, now: datetime,
+    status: str = statuses.FAILED,
+) -> Outcome:
+    """A final unsuccessful outcome, refunded in the same transaction."""
+    message.status = status
+    message.failed_at = now
+    message.error_code = error_code[:64]
+    refunded = await refund_message(session, message)
+    return Outcome(stored=True, status=status, refunded=refunded)
 
 
 @dataclass(frozen=True)
@@ -340,10 +342,7 @@ async def _finish_where(db: Database, condition: object, status: str, error_code
             ).scalars()
         )
         for message in rows:
-            message.status = status
-            message.error_code = error_code
-            message.failed_at = now
-            await refund_message(session, message)
+            await _fail(session, message, error_code, now, status)
     return len(rows)
 
 
