@@ -39,6 +39,11 @@ class RateLimits:
     parts_per_day: int | None = None
     device_max_in_flight: int = 10
 
+    @property
+    def smallest_window(self) -> int:
+        windows = [self.parts_per_minute, self.parts_per_hour, self.parts_per_day]
+        return min(w for w in windows if w is not None)
+
 
 async def enqueue(
     session: AsyncSession,
@@ -171,12 +176,14 @@ async def claim_for_device(
                 eligible = [s for s in order if sim_matches(message.sim_selector, s)]
             else:
                 eligible = [s for s in order if not s.locked]
-            eligible = [s for s in eligible if budgets[s.id] >= message.segment_count]
+            # A message longer than the smallest window still goes out, alone in a fresh window.
+            need = min(message.segment_count, limits.smallest_window)
+            eligible = [s for s in eligible if budgets[s.id] >= need]
             if not eligible:
                 continue
             sim = eligible[turn % len(eligible)]
             turn += 1
-            budgets[sim.id] -= message.segment_count
+            budgets[sim.id] -= need
             message.status = statuses.SENDING
             message.device_id = device_id
             message.sim_id = sim.id

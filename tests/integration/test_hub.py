@@ -428,3 +428,22 @@ async def test_pinned_message_goes_only_to_its_sim(hub_settings, db, tmp_path):
             assert {s.slot for s in phone.radio.sent[4:]} == {0, 1}  # round-robin
         finally:
             await phone.stop()
+
+
+async def test_a_message_longer_than_the_rate_window_still_goes_out_alone(hub_settings, db, tmp_path):
+    tenant = await new_tenant(db)
+    paired = await devices.pair_device(db, tenant.project_id)
+    async with live_server(fast_settings(hub_settings, sim_parts_per_minute=20), db) as server:
+        phone = await start_phone(server, paired.token, tmp_path / "p.db")
+        try:
+            async with db.transaction() as session:
+                [long_one] = await enqueue(
+                    session, tenant.project_id, [OutboundItem("+15550200001", "長" * 1600, "UCS-2", 24)]
+                )
+            [short] = await queue(db, tenant.project_id)
+            await server.hub.notify_queued(tenant.project_id)
+            await eventually(lambda: has_status(db, long_one.id, "delivered"))
+            await asyncio.sleep(1)
+            assert (await status_of(db, short)).status == "queued"  # the window is used up
+        finally:
+            await phone.stop()
