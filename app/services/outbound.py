@@ -217,6 +217,22 @@ async def _device_message(
     ).scalar_one_or_none()
 
 
+async def _reported_message(
+    session: AsyncSession, project_id: str, device_id: str, message_id: str
+) -> Message | None:
+    """The message a phone reports a result for: its own, or one that went back to the queue
+    (or out to another phone, not yet accepted there) while this phone was already sending it.
+    The radio has spoken, so the report wins and the message is this phone's from now on."""
+    message = await _device_message(session, project_id, message_id)
+    if message is None:
+        return None
+    if message.device_id != device_id:
+        if message.status not in statuses.REASSIGNABLE_STATUSES:
+            return None
+        message.device_id = device_id
+    return message
+
+
 async def mark_accepted(db: Database, project_id: str, device_id: str, message_id: str) -> Outcome:
     """The phone holds the command: from now on no other phone may send it. A late accept of a
     message that went back to the queue (and was not yet given to another phone) takes it back."""
@@ -247,10 +263,10 @@ async def record_send_result(
 ) -> Outcome:
     now = utcnow()
     async with db.transaction() as session:
-        message = await _device_message(session, project_id, message_id)
-        if message is None or message.device_id != device_id:
+        message = await _reported_message(session, project_id, device_id, message_id)
+        if message is None:
             return Outcome(stored=False)
-        if message.status in (statuses.SENDING, statuses.ACCEPTED):
+        if message.status in (statuses.QUEUED, statuses.SENDING, statuses.ACCEPTED):
             message.accepted_at = message.accepted_at or now
             if not success:
                 return await _fail(session, message, error or "send_failed", now)
@@ -269,10 +285,10 @@ async def record_delivery(
 ) -> Outcome:
     now = utcnow()
     async with db.transaction() as session:
-        message = await _device_message(session, project_id, message_id)
-        if message is None or message.device_id != device_id:
+        message = await _reported_message(session, project_id, device_id, message_id)
+        if message is None:
             return Outcome(stored=False)
-        if message.status in (statuses.SENDING, statuses.ACCEPTED, statuses.SENT):
+        if message.status in (statuses.QUEUED, statuses.SENDING, statuses.ACCEPTED, statuses.SENT):
             message.sent_at = message.sent_at or now
             if not delivered:
                 return await _fail(session, message, "not_delivered", now)
@@ -282,7 +298,10 @@ async def record_delivery(
 
 
 async def _fail(
-    session: AsyncSession, message: Message, error_code: str, now: datetime,
+    session: AsyncSession,
+    message: Message,
+    error_code: str,
+    now: datetime,
     status: str = statuses.FAILED,
 ) -> Outcome:
     """A final unsuccessful outcome, refunded in the same transaction."""

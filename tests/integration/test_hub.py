@@ -430,7 +430,9 @@ async def test_pinned_message_goes_only_to_its_sim(hub_settings, db, tmp_path):
             await phone.stop()
 
 
-async def test_a_message_longer_than_the_rate_window_still_goes_out_alone(hub_settings, db, tmp_path):
+async def test_a_message_longer_than_the_rate_window_still_goes_out_alone(
+    hub_settings, db, tmp_path
+):
     tenant = await new_tenant(db)
     paired = await devices.pair_device(db, tenant.project_id)
     async with live_server(fast_settings(hub_settings, sim_parts_per_minute=20), db) as server:
@@ -438,7 +440,9 @@ async def test_a_message_longer_than_the_rate_window_still_goes_out_alone(hub_se
         try:
             async with db.transaction() as session:
                 [long_one] = await enqueue(
-                    session, tenant.project_id, [OutboundItem("+15550200001", "長" * 1600, "UCS-2", 24)]
+                    session,
+                    tenant.project_id,
+                    [OutboundItem("+15550200001", "長" * 1600, "UCS-2", 24)],
                 )
             [short] = await queue(db, tenant.project_id)
             await server.hub.notify_queued(tenant.project_id)
@@ -447,3 +451,24 @@ async def test_a_message_longer_than_the_rate_window_still_goes_out_alone(hub_se
             assert (await status_of(db, short)).status == "queued"  # the window is used up
         finally:
             await phone.stop()
+
+
+async def test_a_late_result_for_a_requeued_message_wins_so_it_is_not_sent_again(
+    hub_settings, db, tmp_path
+):
+    tenant = await new_tenant(db)
+    paired = await devices.pair_device(db, tenant.project_id)
+    async with live_server(fast_settings(hub_settings, ack_timeout_s=0.5), db) as server:
+        raw = await RawPhone.connect(server, paired.token)
+        [message_id] = await queue(db, tenant.project_id)
+        await server.hub.notify_queued(tenant.project_id)
+        await raw.next("send_sms")
+        await raw.close()  # the radio sends, but the phone drops before saying `accepted`
+        await eventually(lambda: has_status(db, message_id, "queued"))
+        back = await RawPhone.connect(server, paired.token, sims=())  # no SIMs: nothing new
+        await back.send({"type": "accepted", "id": message_id})
+        await back.send({"type": "send_result", "id": message_id, "success": True})
+        assert (await back.next("result_ack"))["id"] == message_id
+        await back.close()
+    message = await status_of(db, message_id)
+    assert message.status == "sent" and message.device_id == paired.device.id
