@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     facilitator_url: str | None = None
     confirmations: int = 1
     max_paid_recipients: int = 10
+    # The legacy x402 v1 network name (`base`, `base-sepolia`); known chains get theirs.
+    chain_v1_name: str | None = None
+    # The project whose phones deliver anonymous paid messages (default: project "x402" in
+    # organization "operator", created on first use).
+    x402_project: str | None = None
+    # How long a client may make its authorization valid for (`maxTimeoutSeconds`).
+    payment_timeout_s: int = 300
 
     @field_validator("price_country_rates", mode="before")
     @classmethod

@@ -26,12 +26,14 @@ from app.api.controllers.devices import (
 from app.api.controllers.health import healthz, readyz
 from app.api.controllers.keys import KeyController, current_project
 from app.api.controllers.messages import create_quote, send_messages
+from app.api.controllers.payments import topup_credits
 from app.api.controllers.reading import ReadingController, list_messages
 from app.api.errors import EXCEPTION_HANDLERS
 from app.db.engine import Database
 from app.hub.hub import Hub
 from app.hub.signals import channels_for
 from app.logs import configure_logging, get_logger
+from app.services.x402 import PaymentRuntime
 from app.settings import Settings
 
 log = get_logger("simwire.http")
@@ -76,15 +78,18 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     database = db or Database(settings.database_url)
     channels = channels_for(settings.database_url)
     hub = Hub(database, settings, channels)
+    payments = PaymentRuntime(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         try:
             async with channels:
                 await hub.start()
+                payments.start()
                 try:
                     yield
                 finally:
+                    await payments.close()
                     await hub.stop()
         finally:
             if db is None:
@@ -105,6 +110,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             inbound_batch,
             send_messages,
             create_quote,
+            topup_credits,
             ReadingController,
             list_messages,
         ],
@@ -112,6 +118,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             "db": Provide(lambda: database, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "hub": Provide(lambda: hub, sync_to_thread=False),
+            "payments": Provide(lambda: payments, sync_to_thread=False),
         },
         state=State({"settings": settings, "db": database, "hub": hub}),
         exception_handlers=EXCEPTION_HANDLERS,

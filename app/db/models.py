@@ -67,6 +67,9 @@ class StoredQuote(SQLModel, table=True):
     asset: str | None = Field(default=None, max_length=64)
     network: str | None = Field(default=None, max_length=64)
     pay_to: str | None = Field(default=None, max_length=64)
+    # Refund credit of a paying wallet that this quote spends first (x402 sends only).
+    payer: str | None = Field(default=None, max_length=64)
+    credit_atomic: int = Field(default=0, sa_type=sa.BigInteger)
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     created_at: datetime = Field(sa_type=UTCDateTime)
     expires_at: datetime = Field(sa_type=UTCDateTime)
@@ -235,3 +238,29 @@ class ProjectPolicy(SQLModel, table=True):
     blocked_terms: list[str] = Field(default_factory=list, sa_type=sa.JSON)
     allowed_domains: list[str] = Field(default_factory=list, sa_type=sa.JSON)
     updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Payment(SQLModel, table=True):
+    """USDC received on chain for one quote: an EIP-3009 authorization (`nonce`) or a plain
+    transfer (`tx_hash` only). An authorization is `reserved` before it is settled, so one
+    signature can never pay twice; each transaction hash pays at most once."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        sa.UniqueConstraint("network", "payer", "nonce", name="uq_payments_authorization"),
+        sa.UniqueConstraint("network", "tx_hash", name="uq_payments_tx_hash"),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True, index=True)
+    network: str = Field(max_length=64)
+    payer: str = Field(max_length=64, index=True)
+    nonce: str | None = Field(default=None, max_length=66)
+    tx_hash: str | None = Field(default=None, max_length=66)
+    amount_atomic: int = Field(sa_type=sa.BigInteger)
+    quote_id: str = Field(max_length=40, index=True)
+    purpose: str = Field(max_length=16)
+    status: str = Field(max_length=16)
+    project_id: str | None = Field(default=None, max_length=40)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    settled_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)

@@ -101,6 +101,37 @@ async def charge_project(
     return await _apply(session, account.id, ledger.CHARGE, amount_atomic, request_id=request_id)
 
 
+async def payer_balance(session: AsyncSession, payer: str, network: str) -> int:
+    """A paying wallet's refund credit on `network`, in USDC atomic units (0 if none)."""
+    balance = (
+        await session.execute(
+            select(CreditAccount.balance_atomic).where(
+                CreditAccount.payer == payer.lower(), CreditAccount.network == network
+            )
+        )
+    ).scalar_one_or_none()
+    return int(balance or 0)
+
+
+async def charge_payer(
+    session: AsyncSession, payer: str, network: str, amount_atomic: int, request_id: str
+) -> LedgerEntry:
+    """Spends a paying wallet's refund credit, or raises InsufficientCredits having changed
+    nothing."""
+    account = await _payer_account(session, payer, network)
+    return await _apply(session, account.id, ledger.CHARGE, amount_atomic, request_id=request_id)
+
+
+async def refund_payer(
+    session: AsyncSession, payer: str, network: str, amount_atomic: int, request_id: str, note: str
+) -> LedgerEntry:
+    """Gives a wallet back credit that `charge_payer` took for a payment that did not settle."""
+    account = await _payer_account(session, payer, network)
+    return await _apply(
+        session, account.id, ledger.REFUND, amount_atomic, request_id=request_id, note=note
+    )
+
+
 async def refund_message(session: AsyncSession, message: Message) -> bool:
     """Gives a failed, expired or canceled message's price back, once: to its project, or to
     the wallet that paid for it per call. Returns whether a refund was made now."""

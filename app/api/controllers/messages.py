@@ -7,12 +7,14 @@ from typing import Any
 from litestar import Request, Response, post
 
 from app.api.auth import optional_auth
+from app.api.controllers.payments import pay_per_call
 from app.db.engine import Database
 from app.domain import pricing
 from app.domain.errors import InvalidBody, InvalidInput, Unauthorized
 from app.domain.segments import plan_segments
 from app.hub.hub import Hub
 from app.services import quoting, sending
+from app.services.x402 import PaymentRuntime
 from app.settings import Settings
 
 
@@ -93,7 +95,12 @@ def _region(payload: dict[str, Any]) -> str | None:
 
 @post("/v1/messages", tags=["messages"], status_code=202, summary="Send SMS (credits or x402)")
 async def send_messages(
-    request: Request[Any, Any, Any], db: Database, settings: Settings, hub: Hub, data: Any
+    request: Request[Any, Any, Any],
+    db: Database,
+    settings: Settings,
+    hub: Hub,
+    payments: PaymentRuntime,
+    data: Any,
 ) -> Response[dict[str, Any]]:
     """With a key (scope `messages.send`): charged to the project's credits. Without a key:
     paid per call with x402 (402 with the payment request, then 202 once settled)."""
@@ -101,10 +108,14 @@ async def send_messages(
     drafts = parse_drafts(data)
     options = parse_options(data, request.headers.get("idempotency-key"))
     if auth is None:
-        raise Unauthorized(
-            "an API key is required (Authorization: Bearer sw_live_…); "
-            "pay-per-call with x402 is not enabled on this server"
-        )
+        if not payments.enabled:
+            raise Unauthorized(
+                "an API key is required (Authorization: Bearer sw_live_…; an operator creates "
+                "one with `simwire project create`); pay-per-call with x402 is not enabled on "
+                "this server (its operator sets SIMWIRE_CHAIN_RPC_URL, SIMWIRE_CHAIN_ID, "
+                "SIMWIRE_USDC_ADDRESS, SIMWIRE_PAY_TO and SIMWIRE_RELAYER_KEY to enable it)"
+            )
+        return await pay_per_call(request, db, settings, hub, payments, drafts, options, data)
     auth.require("messages.send")
     body = await sending.send_with_credits(
         db, hub, settings, auth.project_id, drafts, options, sending.request_fingerprint(data)
