@@ -144,6 +144,10 @@ class Hub:
                     log.error("dispatch_failed", project_id=project_id, error=repr(exc))
 
     async def _dispatch_project(self, project_id: str) -> None:
+        if not any(c.device.project_id == project_id for c in self.connections.values()):
+            return
+        if not await outbound.has_queued(self.db, project_id):
+            return
         while True:
             connections = [
                 c
@@ -152,8 +156,8 @@ class Hub:
             ]
             if not connections:
                 return
+            # Each round starts one phone further on, so phones take turns being first.
             start = self._rotation.get(project_id, 0)
-            self._rotation[project_id] = start + 1
             ordered = (
                 connections[start % len(connections) :] + connections[: start % len(connections)]
             )
@@ -187,6 +191,7 @@ class Hub:
                         break
             if not progressed:
                 return
+            self._rotation[project_id] = start + 1
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -331,9 +336,16 @@ class Hub:
             await connection.send(protocol.frame("inbound_ack", id=sms.id))
         elif isinstance(parsed, protocol.Accepted):
             outcome = await outbound.mark_accepted(self.db, device.project_id, device.id, parsed.id)
-            if not outcome.stored:
-                raise protocol.FrameError(
-                    "stale_command", f"{parsed.id} is not assigned to this device"
+            if outcome.stored:
+                await connection.send(protocol.frame("accept_ack", id=parsed.id))
+            else:
+                await connection.send(
+                    protocol.frame(
+                        "error",
+                        code="stale_command",
+                        message=f"{parsed.id} is held by another phone or finished: do not send it",
+                        id=parsed.id,
+                    )
                 )
         elif isinstance(parsed, protocol.SendResult):
             outcome = await outbound.record_send_result(
@@ -365,7 +377,10 @@ class Hub:
         if not stored:  # nothing to record, but acknowledge so the phone stops repeating it
             await connection.send(
                 protocol.frame(
-                    "error", code="unknown_message", message=f"{message_id} is not this device's"
+                    "error",
+                    code="unknown_message",
+                    message=f"{message_id} is not this device's",
+                    id=message_id,
                 )
             )
         await connection.send(protocol.frame("result_ack", id=message_id, kind=kind))

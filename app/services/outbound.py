@@ -123,6 +123,17 @@ async def _sim_budget(session: AsyncSession, sim: Sim, limits: RateLimits, now: 
     return max(budget if budget is not None else 1_000_000, 0)
 
 
+async def has_queued(db: Database, project_id: str) -> bool:
+    """Whether the project has anything waiting: a cheap look before claiming per phone."""
+    async with db.sessions() as session:
+        found = await session.execute(
+            select(Message.id)
+            .where(Message.project_id == project_id, Message.status == statuses.QUEUED)
+            .limit(1)
+        )
+        return found.first() is not None
+
+
 async def claim_for_device(
     db: Database,
     project_id: str,
@@ -234,23 +245,21 @@ async def _reported_message(
 
 
 async def mark_accepted(db: Database, project_id: str, device_id: str, message_id: str) -> Outcome:
-    """The phone holds the command: from now on no other phone may send it. A late accept of a
-    message that went back to the queue (and was not yet given to another phone) takes it back."""
+    """A phone asks to hold a command. The first phone to ask while the message is still queued
+    or only offered (`sending`, to it or to another phone) gets it, and from then on no other
+    phone may send it; asking again for one it holds is confirmed again. Anything else (held by
+    another phone, or already finished) is refused, and the phone must not send it."""
     async with db.transaction() as session:
         message = await _device_message(session, project_id, message_id)
         if message is None:
             return Outcome(stored=False)
-        if message.device_id == device_id and message.status != statuses.QUEUED:
-            if message.status == statuses.SENDING:
-                message.status = statuses.ACCEPTED
-                message.accepted_at = utcnow()
-            return Outcome(stored=True, status=message.status)
-        if message.status == statuses.QUEUED:
+        if message.status in statuses.REASSIGNABLE_STATUSES:
             message.status = statuses.ACCEPTED
             message.device_id = device_id
             message.accepted_at = utcnow()
             return Outcome(stored=True, status=message.status)
-        return Outcome(stored=False, status=message.status)
+        held_here = message.device_id == device_id and message.status == statuses.ACCEPTED
+        return Outcome(stored=held_here, status=message.status)
 
 
 async def record_send_result(

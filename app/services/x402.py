@@ -437,7 +437,7 @@ class X402Gateway:
                 f"`amount` must be above 0 and at most {pricing.format_usdc(MAX_TOPUP_ATOMIC)}"
             )
         if not presented.present:
-            raise await self._topup_offer(project_id, amount_atomic, resource_url)
+            raise await self.topup_offer(project_id, amount_atomic, resource_url)
 
         async def finish(session: AsyncSession, paid: _Paid, quote: StoredQuote) -> dict:
             entry = await credits.credit_project(
@@ -475,9 +475,10 @@ class X402Gateway:
             finish=finish,
         )
 
-    async def _topup_offer(
+    async def topup_offer(
         self, project_id: str, amount_atomic: int, resource_url: str
     ) -> X402PaymentRequired:
+        """A stored top-up quote for `amount_atomic` and the 402 offer that pays it."""
         now = utcnow()
         async with self.db.transaction() as session:
             quote = StoredQuote(

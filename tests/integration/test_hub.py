@@ -472,3 +472,28 @@ async def test_a_late_result_for_a_requeued_message_wins_so_it_is_not_sent_again
         await back.close()
     message = await status_of(db, message_id)
     assert message.status == "sent" and message.device_id == paired.device.id
+
+
+async def test_the_first_phone_to_accept_holds_the_message_and_the_other_is_told_not_to_send(
+    hub_settings, db
+):
+    tenant = await new_tenant(db)
+    first = await devices.pair_device(db, tenant.project_id)
+    second = await devices.pair_device(db, tenant.project_id)
+    async with live_server(fast_settings(hub_settings, ack_timeout_s=0.5), db) as server:
+        a = await RawPhone.connect(server, first.token)
+        [message_id] = await queue(db, tenant.project_id)
+        await server.hub.notify_queued(tenant.project_id)
+        await a.next("send_sms")  # A is slow to accept: the message is offered again
+        b = await RawPhone.connect(server, second.token, sims=((0, "+15550100002"),))
+        # After each ack timeout the message is offered again; in turn it reaches B too.
+        assert (await b.next("send_sms", timeout=20))["id"] == message_id
+        await a.send({"type": "accepted", "id": message_id})
+        assert (await a.next("accept_ack")) == {"type": "accept_ack", "id": message_id}
+        await b.send({"type": "accepted", "id": message_id})
+        refusal = await b.next("error")
+        assert refusal["code"] == "stale_command" and refusal["id"] == message_id
+        message = await status_of(db, message_id)
+        assert message.status == "accepted" and message.device_id == first.device.id
+        await a.close()
+        await b.close()

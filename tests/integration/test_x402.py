@@ -527,6 +527,35 @@ async def test_topup_paid_by_plain_transfer_credits_what_was_sent(rig: Rig) -> N
     assert balance == ledger_total == 1_000_000
 
 
+async def test_insufficient_credits_carries_a_topup_offer_for_the_shortfall(
+    rig: Rig, funded_payer: LocalAccount
+) -> None:
+    tenant = await new_tenant(rig.db)
+    await credits.grant(rig.db, tenant.project_id, 10_000)
+    refused = await rig.http.post("/v1/messages", json=SEND, headers=tenant.headers)
+    assert refused.status_code == 402, refused.text
+    body = refused.json()
+    assert body["error"] == "insufficient_credits" and body["balance_atomic"] == 10_000
+    shortfall = body["required_atomic"] - 10_000
+    offer = decoded(refused.headers["PAYMENT-REQUIRED"])
+    assert offer["accepts"][0]["amount"] == str(shortfall)
+    assert offer["resource"]["url"].endswith("/v1/credits/topup")
+    assert body["topup"]["total_atomic"] == shortfall
+    async with x402HttpxClient(
+        official_client(funded_payer, rig.network),
+        base_url=rig.server.url,
+        headers=tenant.headers,
+        timeout=30,
+    ) as http:
+        paid = await http.post(
+            "/v1/credits/topup", json={"amount": body["topup"]["total"]}
+        )
+    assert paid.status_code == 200, paid.text
+    sent = await rig.http.post("/v1/messages", json=SEND, headers=tenant.headers)
+    assert sent.status_code == 202, sent.text
+    assert await credits.ledger_sum(rig.db, tenant.project_id) == (0, 0)
+
+
 async def test_a_refunded_payer_pays_only_the_rest_next_time(
     rig: Rig, funded_payer: LocalAccount
 ) -> None:

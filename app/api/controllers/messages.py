@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, Response, post
+from litestar import MediaType, Request, Response, post
 
 from app.api.auth import optional_auth
 from app.api.controllers.payments import pay_per_call
 from app.db.engine import Database
 from app.domain import pricing
-from app.domain.errors import InvalidBody, InvalidInput, Unauthorized
+from app.domain.errors import InsufficientCredits, InvalidBody, InvalidInput, Unauthorized
 from app.domain.segments import plan_segments
 from app.hub.hub import Hub
+from app.payments.wire import PAYMENT_REQUIRED_HEADER
 from app.services import quoting, sending
-from app.services.x402 import PaymentRuntime
+from app.services.projects import AuthContext
+from app.services.x402 import PaymentRuntime, X402Gateway
 from app.settings import Settings
 
 
@@ -117,10 +119,42 @@ async def send_messages(
             )
         return await pay_per_call(request, db, settings, hub, payments, drafts, options, data)
     auth.require("messages.send")
-    body = await sending.send_with_credits(
-        db, hub, settings, auth.project_id, drafts, options, sending.request_fingerprint(data)
-    )
+    try:
+        body = await sending.send_with_credits(
+            db, hub, settings, auth.project_id, drafts, options, sending.request_fingerprint(data)
+        )
+    except InsufficientCredits as exc:
+        if not payments.enabled:
+            raise
+        return await topup_offer_response(request, db, settings, hub, payments, auth, exc)
     return Response(body, status_code=202)
+
+
+async def topup_offer_response(
+    request: Request[Any, Any, Any],
+    db: Database,
+    settings: Settings,
+    hub: Hub,
+    payments: PaymentRuntime,
+    auth: AuthContext,
+    exc: InsufficientCredits,
+) -> Response[dict[str, Any]]:
+    """402 `insufficient_credits` that also offers, in x402 terms, a top-up of the shortfall:
+    pay it at `POST /v1/credits/topup` (the offer's resource) and send again."""
+    shortfall = exc.details["required_atomic"] - exc.details["balance_atomic"]
+    gateway = X402Gateway(db, settings, payments, hub)
+    offer = (
+        await gateway.topup_offer(
+            auth.project_id, shortfall, str(request.base_url).rstrip("/") + "/v1/credits/topup"
+        )
+    ).offer
+    body = {"error": exc.code, "message": exc.message, **exc.details, "topup": offer.quote}
+    return Response(
+        body,
+        status_code=402,
+        media_type=MediaType.JSON,
+        headers={PAYMENT_REQUIRED_HEADER: offer.header_v2},
+    )
 
 
 @post("/v1/quotes", tags=["messages"], status_code=200, summary="Price a message; no key needed")
