@@ -33,7 +33,7 @@ from app.db.engine import Database
 from app.hub.hub import Hub
 from app.hub.signals import channels_for
 from app.logs import configure_logging, get_logger
-from app.services.x402 import PaymentRuntime
+from app.services.x402_runtime import PaymentRuntime
 from app.settings import Settings
 
 log = get_logger("simwire.http")

@@ -21,25 +21,27 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.engine import Database
-from app.db.models import MessageRequest, Organization, Payment, Project, StoredQuote
+from app.db.models import MessageRequest, Payment, StoredQuote
 from app.domain import ledger, pricing
 from app.domain.errors import (
-    Conflict,
     InsufficientCredits,
     InvalidInput,
-    PaymentRequired,
-    SimwireError,
     Unavailable,
 )
 from app.logs import get_logger
 from app.payments import wire
-from app.payments.chain import ChainClient
 from app.payments.eip3009 import verify_authorization
 from app.payments.errors import ChainUnavailable, PaymentInvalid, SettlementFailed
-from app.payments.networks import NetworkConfig, network_config
+from app.payments.networks import NetworkConfig
 from app.payments.requirements import PaymentRequirement
 from app.services import credits, outbound, quoting, sending
 from app.services.ids import new_id, utcnow
+from app.services.x402_errors import (
+    PaymentOffer,
+    X402PaymentRequired,
+    failure_from,
+)
+from app.services.x402_runtime import PaymentRuntime, x402_project_id
 from app.settings import Settings
 
 log = get_logger("simwire.x402")
@@ -57,87 +59,6 @@ SETTLED = "settled"
 MAX_TOPUP_ATOMIC = 10_000 * pricing.ATOMIC_PER_USDC
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_MALFORMED = {"malformed_payment", "unsupported_version", "quote_required"}
-_CONFLICT = {"authorization_used", "quote_used", "tx_already_used"}
-
-
-# ----------------------------------------------------------------------------- errors
-
-
-class X402Failure(SimwireError):
-    """A paid call we refuse: nothing was queued or credited and no money moved (except
-    `receipt_timeout`, whose transaction may still be mined: its hash is in the details).
-
-    `code` is the x402 `errorReason`; `x402_version` and `network_name` say how to write the
-    failed `PAYMENT-RESPONSE` header (0: the caller sent no x402 header).
-    """
-
-    def __init__(
-        self,
-        reason: str,
-        message: str,
-        *,
-        x402_version: int = 0,
-        network_name: str = "",
-        **details: Any,
-    ) -> None:
-        super().__init__(message, errorReason=reason, **details)
-        self.code = reason
-        self.reason = reason
-        self.x402_version = x402_version
-        self.network_name = network_name
-
-
-class PaymentMalformed(X402Failure, InvalidInput):
-    """400: the payment header or proof cannot be read."""
-
-
-class PaymentRefused(X402Failure, PaymentRequired):
-    """402: the payment does not pay this quote."""
-
-
-class PaymentConflict(X402Failure, Conflict):
-    """409: the authorization, quote or transaction already paid for something."""
-
-
-class ChainDown(X402Failure, Unavailable):
-    """503: the chain or our relayer cannot settle now; the authorization stays usable."""
-
-
-def _failure(
-    exc: PaymentInvalid | SettlementFailed | ChainUnavailable, version: int, network_name: str
-) -> X402Failure:
-    details = {k: v for k, v in exc.details.items() if k != "reason"}
-    kind: type[X402Failure]
-    if isinstance(exc, ChainUnavailable):
-        kind = ChainDown
-    elif exc.reason in _MALFORMED:
-        kind = PaymentMalformed
-    elif exc.reason in _CONFLICT:
-        kind = PaymentConflict
-    else:
-        kind = PaymentRefused
-    return kind(exc.reason, exc.message, x402_version=version, network_name=network_name, **details)
-
-
-@dataclass(frozen=True)
-class PaymentOffer:
-    """What a 402 carries: the v2 `PAYMENT-REQUIRED` header and the v1 JSON body (which also
-    holds the `quote` object)."""
-
-    header_v2: str
-    body_v1: dict[str, Any]
-    quote: dict[str, Any]
-
-
-class X402PaymentRequired(PaymentRequired):
-    """402 with an x402 offer for a stored quote: pay it and call again."""
-
-    code = "payment_required"
-
-    def __init__(self, offer: PaymentOffer, message: str) -> None:
-        super().__init__(message, quote=offer.quote)
-        self.offer = offer
 
 
 # ------------------------------------------------------------------------ inputs/outputs
@@ -182,112 +103,6 @@ class _Paid:
     amount_atomic: int
     network_name: str
     x402_version: int
-
-
-# ---------------------------------------------------------------------- the chain runtime
-
-
-def network_from_settings(settings: Settings) -> NetworkConfig | None:
-    """The configured network, or None while x402 is off (no RPC, USDC or pay-to address)."""
-    if not settings.payments_enabled:
-        return None
-    network = settings.chain_network or (
-        f"eip155:{settings.chain_id}" if settings.chain_id else None
-    )
-    if network is None:
-        raise ValueError("x402 needs SIMWIRE_CHAIN_ID (or SIMWIRE_CHAIN_NETWORK=eip155:<id>)")
-    assert settings.chain_rpc_url and settings.pay_to
-    return network_config(
-        network,
-        rpc_url=settings.chain_rpc_url,
-        pay_to=settings.pay_to,
-        relayer_key=settings.relayer_key.get_secret_value() if settings.relayer_key else None,
-        facilitator_url=settings.facilitator_url,
-        confirmations=settings.confirmations,
-        usdc_address=settings.usdc_address,
-        usdc_name=settings.usdc_name,
-        usdc_version=settings.usdc_version,
-        v1_name=settings.chain_v1_name,
-    )
-
-
-class PaymentRuntime:
-    """The process's one `ChainClient` (it owns the relayer's nonces): opened with the app,
-    closed on shutdown. `enabled` is False while no chain is configured."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.network = network_from_settings(settings)
-        self._chain: ChainClient | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.network is not None
-
-    def start(self) -> None:
-        if self.network is not None and self._chain is None:
-            self._chain = ChainClient(self.network)
-
-    @property
-    def chain(self) -> ChainClient:
-        if self._chain is None:
-            # An app used without its lifespan (tests over ASGI) opens it on first use.
-            self.start()
-        if self._chain is None:
-            raise Unavailable("x402 is not enabled on this server")
-        return self._chain
-
-    async def close(self) -> None:
-        chain, self._chain = self._chain, None
-        if chain is not None:
-            await chain.close()
-
-
-# ------------------------------------------------------------------------ the gateway
-
-
-_project_ids: dict[str, str] = {}
-_project_lock = asyncio.Lock()
-
-
-async def x402_project_id(db: Database, settings: Settings) -> str:
-    """The project whose phones deliver paid anonymous messages: `settings.x402_project`, else
-    project "x402" of organization "operator", created on first use."""
-    if settings.x402_project:
-        return settings.x402_project
-    cached = _project_ids.get(db.url)
-    if cached:
-        return cached
-    async with _project_lock:
-        if db.url in _project_ids:
-            return _project_ids[db.url]
-        async with db.transaction() as session:
-            org = (
-                await session.execute(
-                    select(Organization)
-                    .where(Organization.name == "operator")
-                    .order_by(Organization.seq)
-                    .limit(1)
-                )
-            ).scalar_one_or_none()
-            if org is None:
-                org = Organization(id=new_id("org"), name="operator", created_at=utcnow())
-                session.add(org)
-                await session.flush()
-            project = (
-                await session.execute(
-                    select(Project)
-                    .where(Project.organization_id == org.id, Project.name == "x402")
-                    .order_by(Project.seq)
-                    .limit(1)
-                )
-            ).scalar_one_or_none()
-            if project is None:
-                project = Project(
-                    id=new_id("prj"), organization_id=org.id, name="x402", created_at=utcnow()
-                )
-                session.add(project)
-        _project_ids[db.url] = project.id
-        return project.id
 
 
 @dataclass
@@ -557,7 +372,7 @@ class X402Gateway:
             )
         except (PaymentInvalid, SettlementFailed, ChainUnavailable) as exc:
             log.info("x402_refused", reason=exc.reason, purpose=purpose)
-            raise _failure(exc, version, network_name) from exc
+            raise failure_from(exc, version, network_name) from exc
 
     def _network_name(self, version: int) -> str:
         if version == 1 and self.network.v1_name:

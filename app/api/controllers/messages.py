@@ -16,7 +16,8 @@ from app.hub.hub import Hub
 from app.payments.wire import PAYMENT_REQUIRED_HEADER
 from app.services import quoting, sending
 from app.services.projects import AuthContext
-from app.services.x402 import PaymentRuntime, X402Gateway
+from app.services.x402 import X402Gateway
+from app.services.x402_runtime import PaymentRuntime
 from app.settings import Settings
 
 

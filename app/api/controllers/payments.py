@@ -21,6 +21,8 @@ from app.hub.hub import Hub
 from app.payments import wire
 from app.services import quoting, sending, x402
 from app.services.projects import AuthContext
+from app.services.x402_errors import X402Failure, X402PaymentRequired
+from app.services.x402_runtime import PaymentRuntime
 from app.settings import Settings
 
 
@@ -43,7 +45,7 @@ def presented_payment(request: Request[Any, Any, Any], data: Any) -> x402.Presen
     )
 
 
-def offer_response(exc: x402.X402PaymentRequired) -> Response[dict[str, Any]]:
+def offer_response(exc: X402PaymentRequired) -> Response[dict[str, Any]]:
     return Response(
         exc.offer.body_v1,
         status_code=402,
@@ -52,7 +54,7 @@ def offer_response(exc: x402.X402PaymentRequired) -> Response[dict[str, Any]]:
     )
 
 
-def failure_response(exc: x402.X402Failure) -> Response[dict[str, Any]]:
+def failure_response(exc: X402Failure) -> Response[dict[str, Any]]:
     """The error body (`error` is the x402 `errorReason`) and, for an x402 caller, the failed
     settlement header its client reads."""
     headers = {}
@@ -82,7 +84,7 @@ async def pay_per_call(
     db: Database,
     settings: Settings,
     hub: Hub,
-    payments: x402.PaymentRuntime,
+    payments: PaymentRuntime,
     drafts: list[quoting.Draft],
     options: sending.SendOptions,
     data: Any,
@@ -93,9 +95,9 @@ async def pay_per_call(
         result = await gateway.send(
             drafts, options, presented_payment(request, data), str(request.url)
         )
-    except x402.X402PaymentRequired as exc:
+    except X402PaymentRequired as exc:
         return offer_response(exc)
-    except x402.X402Failure as exc:
+    except X402Failure as exc:
         return failure_response(exc)
     return _paid_response(result, 202)
 
@@ -112,7 +114,7 @@ async def topup_credits(
     db: Database,
     settings: Settings,
     hub: Hub,
-    payments: x402.PaymentRuntime,
+    payments: PaymentRuntime,
     auth: AuthContext,
     data: Any,
 ) -> Response[dict[str, Any]]:
@@ -132,8 +134,8 @@ async def topup_credits(
         result = await gateway.topup(
             auth.project_id, amount_atomic, presented_payment(request, data), str(request.url)
         )
-    except x402.X402PaymentRequired as exc:
+    except X402PaymentRequired as exc:
         return offer_response(exc)
-    except x402.X402Failure as exc:
+    except X402Failure as exc:
         return failure_response(exc)
     return _paid_response(result, 200)
