@@ -497,3 +497,25 @@ async def test_the_first_phone_to_accept_holds_the_message_and_the_other_is_told
         assert message.status == "accepted" and message.device_id == first.device.id
         await a.close()
         await b.close()
+
+
+async def test_a_silent_phone_is_detected_dead_and_its_sims_go_offline(hub_settings, db):
+    tenant = await new_tenant(db)
+    paired = await devices.pair_device(db, tenant.project_id)
+    quiet = fast_settings(hub_settings, phone_idle_timeout_s=1.0, phone_ping_interval_s=0.3)
+    async with live_server(quiet, db) as server:
+        raw = await RawPhone.connect(server, paired.token)
+        assert (await raw.next("ping", timeout=5))["type"] == "ping"  # the server checks in
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            for _ in range(100):
+                await asyncio.wait_for(raw.socket.recv(), 5)  # ...and we never answer
+        assert closed.value.rcvd.code == 4000
+        inventory = await eventually(
+            lambda: _no_live_sims(db, tenant.project_id, quiet), timeout_s=5
+        )
+        assert inventory.online_devices == 0
+
+
+async def _no_live_sims(db, project_id, settings):
+    inventory = await devices.sim_inventory(db, project_id, settings.phone_idle_timeout_s)
+    return inventory if not inventory.live_sims else None
