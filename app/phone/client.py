@@ -1,6 +1,9 @@
 """The phone side of the hub protocol: holds the WebSocket, sends what it is told, reports back.
 
 Guarantees, whatever the network or the process does:
+- a `send_sms` id reaches the radio only once the server has confirmed that this phone holds it
+  (`accept_ack` answering the phone's `accepted`), so a message the server gave to another phone
+  meanwhile (`stale_command`) is never sent by this one too;
 - a `send_sms` id reaches the radio at most once (the outbox row is written before `accepted`
   and moved to `sending` before the radio call; a row left in `sending` by a crash is reported
   as failed `unknown_after_restart`, never retried);
@@ -29,7 +32,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from app.phone.radios import Radio, SendOutcome, SimInfo
-from app.phone.store import ACCEPTED, FAILED, SENDING, OutboundRecord, PhoneStore
+from app.phone.store import (
+    ACCEPTED,
+    FAILED,
+    HELD,
+    REASSIGNED,
+    SENDING,
+    OutboundRecord,
+    PhoneStore,
+)
 
 log = logging.getLogger("simwire.phone")
 # websockets logs the request line, token included, at DEBUG: keep its logger above that.
@@ -64,6 +75,8 @@ class ClientStats:
     connections: int = 0  # sessions that got as far as the server's `connected` frame
     radio_sends: int = 0  # calls to `radio.send`
     duplicate_commands: int = 0  # `send_sms` frames for an id already in the outbox
+    confirmed: int = 0  # held commands the server confirmed with `accept_ack`
+    reassigned: int = 0  # held commands the server refused with `stale_command` (never sent)
     frames_sent: Counter[str] = field(default_factory=Counter)
     frames_received: Counter[str] = field(default_factory=Counter)
 
@@ -251,6 +264,7 @@ class PhoneClient:
             log.warning(
                 "%s: radio outcome unknown after restart; reporting it as failed", message_id
             )
+        # Only confirmed commands go to the radio; `held` ones are asked about again on connect.
         for record in await store.outbound_in_state(ACCEPTED):
             self._radio_queue.put_nowait(record.id)
         cutoff = int((time.time() - self.retention_s) * 1000)
@@ -367,7 +381,9 @@ class PhoneClient:
         store = self._require_store()
         async with self._report_lock:
             self._ready = True
-            for record in await store.outbound_in_state(ACCEPTED, SENDING):
+            # `held`: ask again (the server answers `accept_ack` or `stale_command`); confirmed
+            # ones without a result: remind the server that this phone still holds them.
+            for record in await store.outbound_in_state(HELD, ACCEPTED, SENDING):
                 await self._send({"type": "accepted", "id": record.id})
             for record in await store.unacked_results():
                 await self._send(_result_frame(record))
@@ -431,6 +447,8 @@ class PhoneClient:
         store = self._require_store()
         if kind == "send_sms":
             await self._on_send_sms(frame)
+        elif kind == "accept_ack":
+            await self._on_accept_ack(frame)
         elif kind == "result_ack":
             await self._on_result_ack(frame)
         elif kind == "inbound_ack":
@@ -440,6 +458,8 @@ class PhoneClient:
             await self._send_heartbeat()
         elif kind == "error":
             self._on_error(frame)
+            if frame.get("code") == "stale_command" and isinstance(frame.get("id"), str):
+                await self._on_stale_command(frame["id"])
         elif kind == "connected":
             self.server_info = frame
         else:
@@ -448,6 +468,24 @@ class PhoneClient:
     def _on_error(self, frame: dict[str, Any]) -> None:
         self.last_error = frame
         log.warning("server error %s: %s", frame.get("code"), frame.get("message"))
+
+    async def _on_accept_ack(self, frame: dict[str, Any]) -> None:
+        """The server confirmed this phone holds the command: from now on it may be sent."""
+        message_id = frame.get("id")
+        if not isinstance(message_id, str):
+            return
+        if await self._require_store().confirm(message_id):
+            self.stats.confirmed += 1
+            self._radio_queue.put_nowait(message_id)
+        # Otherwise it was confirmed before (a replayed `accepted`), or it is not held: nothing.
+
+    async def _on_stale_command(self, message_id: str) -> None:
+        """Another phone holds the message (or it is finished): never send it, report nothing."""
+        if await self._require_store().mark_reassigned(message_id):
+            self.stats.reassigned += 1
+            log.info("%s: held by another phone; not sent", message_id)
+        # A confirmed command is never taken back: a `stale_command` for one (the server answers
+        # so to a replayed `accepted` once the result is in) changes nothing.
 
     async def _on_result_ack(self, frame: dict[str, Any]) -> None:
         store = self._require_store()
@@ -467,14 +505,25 @@ class PhoneClient:
         if not isinstance(message_id, str) or not message_id:
             log.warning("send_sms without an id; ignored")
             return
-        existing = await store.get_outbound(message_id)
-        if existing is not None:
-            self.stats.duplicate_commands += 1
-            await self._answer_known(existing)
-            return
         to, body = frame.get("to"), frame.get("body")
         expires_at = frame.get("expires_at")
         sim = frame.get("sim")
+        existing = await store.get_outbound(message_id)
+        if existing is not None:
+            self.stats.duplicate_commands += 1
+            if existing.state in (HELD, REASSIGNED):
+                # Never handed to the radio: hold it under the newer offer and ask again.
+                await store.reoffer(
+                    message_id,
+                    slot=await self._choose_slot(frame.get("slot"), sim),
+                    sim=None if sim is None else str(sim),
+                    expires_at=None if expires_at is None else str(expires_at),
+                )
+                async with self._report_lock:
+                    await self._send({"type": "accepted", "id": message_id})
+                return
+            await self._answer_known(existing)
+            return
         error: str | None = None
         if not isinstance(to, str) or not to or not isinstance(body, str) or not body:
             error = "invalid_command"
@@ -487,7 +536,7 @@ class PhoneClient:
             slot=await self._choose_slot(frame.get("slot"), sim),
             sim=None if sim is None else str(sim),
             expires_at=None if expires_at is None else str(expires_at),
-            state=FAILED if error else ACCEPTED,
+            state=FAILED if error else HELD,
             error=error,
         )
         if not added:  # the same id raced in; answer as for a duplicate
@@ -496,13 +545,13 @@ class PhoneClient:
                 self.stats.duplicate_commands += 1
                 await self._answer_known(record)
             return
+        # Not queued for the radio: a held command waits for the server's `accept_ack`. If this
+        # frame cannot be written (socket down), the replay on reconnect asks again.
         async with self._report_lock:
             await self._send({"type": "accepted", "id": message_id})
         if error:
             log.info("%s: not sent (%s)", message_id, error)
             await self._report_result(message_id)
-        else:
-            self._radio_queue.put_nowait(message_id)
 
     async def _answer_known(self, record: OutboundRecord) -> None:
         async with self._report_lock:

@@ -14,13 +14,21 @@ import aiosqlite
 
 from app.phone.radios import InboundSms
 
-# Outbox states: `accepted` (stored, radio not called yet), `sending` (radio call started, outcome
-# not yet stored), `sent` and `failed` (final). A row found in `sending` at start-up is a radio
-# call whose outcome was lost in a crash: it must never be retried.
+# Outbox states:
+# - `held`: stored and `accepted` sent (or due), but the server has not confirmed that this phone
+#   holds the message (`accept_ack`). Never handed to the radio; asked about again on reconnect.
+# - `accepted`: confirmed by the server, radio not called yet.
+# - `sending`: radio call started, outcome not yet stored. A row found in `sending` at start-up is
+#   a radio call whose outcome was lost in a crash: it must never be retried.
+# - `sent` and `failed` (final): the outcome, reported to the server until it is acknowledged.
+# - `reassigned` (final): the server answered `stale_command` (another phone holds the message, or
+#   it is finished). Never sent and never reported: there is nothing to report.
+HELD = "held"
 ACCEPTED = "accepted"
 SENDING = "sending"
 SENT = "sent"
 FAILED = "failed"
+REASSIGNED = "reassigned"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -138,10 +146,11 @@ class PhoneStore:
         slot: int | None,
         sim: str | None,
         expires_at: str | None,
-        state: str = ACCEPTED,
+        state: str = HELD,
         error: str | None = None,
     ) -> bool:
-        """Store a new command; False (and nothing changed) when the id is already known."""
+        """Store a new command (`held` unless told otherwise); False (and nothing changed) when
+        the id is already known."""
         now = _now_ms()
         cursor = await self._db.execute(
             "INSERT OR IGNORE INTO outbox (id, to_number, body, slot, sim, expires_at, state,"
@@ -167,6 +176,34 @@ class PhoneStore:
         ) as cursor:
             row = await cursor.fetchone()
         return _outbound(row) if row else None
+
+    async def confirm(self, id: str) -> bool:
+        """Move `held` → `accepted` on the server's `accept_ack`; False if it was not held."""
+        cursor = await self._db.execute(
+            "UPDATE outbox SET state = ? WHERE id = ? AND state = ?", (ACCEPTED, id, HELD)
+        )
+        return cursor.rowcount == 1
+
+    async def mark_reassigned(self, id: str) -> bool:
+        """Move `held` → `reassigned` on `stale_command`; False if it was not held (a confirmed
+        command is never taken back)."""
+        cursor = await self._db.execute(
+            "UPDATE outbox SET state = ?, result_at_ms = ? WHERE id = ? AND state = ?",
+            (REASSIGNED, _now_ms(), id, HELD),
+        )
+        return cursor.rowcount == 1
+
+    async def reoffer(
+        self, id: str, *, slot: int | None, sim: str | None, expires_at: str | None
+    ) -> bool:
+        """A new `send_sms` for a command never handed to the radio (`held` or `reassigned`):
+        take the newer offer's SIM and expiry and hold it again. False for any other state."""
+        cursor = await self._db.execute(
+            "UPDATE outbox SET state = ?, slot = ?, sim = ?, expires_at = ?, result_at_ms = NULL"
+            " WHERE id = ? AND state IN (?, ?)",
+            (HELD, slot, sim, expires_at, id, HELD, REASSIGNED),
+        )
+        return cursor.rowcount == 1
 
     async def mark_sending(self, id: str) -> bool:
         """Move `accepted` → `sending` just before the radio call; False if it was not accepted."""
@@ -247,11 +284,14 @@ class PhoneStore:
             return [_outbound(row) for row in await cursor.fetchall()]
 
     async def prune(self, *, older_than_ms: int) -> int:
-        """Forget finished, fully acknowledged commands and inbound SMS older than the cut-off."""
+        """Forget finished, fully acknowledged commands, commands that were never confirmed
+        (`held`, `reassigned`: never sent, nothing to report) and inbound SMS older than the
+        cut-off."""
         cursor = await self._db.execute(
-            "DELETE FROM outbox WHERE state IN (?, ?) AND result_acked = 1"
-            " AND (delivered IS NULL OR delivery_acked = 1) AND accepted_at_ms < ?",
-            (SENT, FAILED, older_than_ms),
+            "DELETE FROM outbox WHERE (state IN (?, ?) AND result_acked = 1"
+            " AND (delivered IS NULL OR delivery_acked = 1) OR state IN (?, ?))"
+            " AND accepted_at_ms < ?",
+            (SENT, FAILED, HELD, REASSIGNED, older_than_ms),
         )
         removed = cursor.rowcount
         cursor = await self._db.execute(

@@ -33,10 +33,17 @@ class HubFrame:
 
 @dataclass
 class FakeHub:
-    """Records every frame, answers `result_ack`/`inbound_ack` unless told not to."""
+    """Records every frame, answers `result_ack`/`inbound_ack` unless told not to.
+
+    Every `accepted` is answered as the real hub does: `accept_ack` (this phone holds the
+    message), or the `stale_command` error for the ids in `stale_ids` (another phone holds it).
+    With `answer_accepted` false it gets no answer: the test sends one itself, or drops the socket.
+    """
 
     ack_results: bool = True
     ack_inbound: bool = True
+    answer_accepted: bool = True
+    stale_ids: set[str] = field(default_factory=set)
     reject_code: int | None = None  # close every connection at once with this code
     port: int = 0
     received: list[HubFrame] = field(default_factory=list)
@@ -83,12 +90,25 @@ class FakeHub:
             async for raw in ws:
                 frame = json.loads(raw)
                 self.received.append(HubFrame(number, frame))
+                if frame["type"] == "accepted" and self.answer_accepted:
+                    await ws.send(json.dumps(self.accept_answer(frame["id"])))
                 if frame["type"] in ("send_result", "delivery_report") and self.ack_results:
                     await ws.send(
                         json.dumps({"type": "result_ack", "id": frame["id"], "kind": frame["type"]})
                     )
                 if frame["type"] == "inbound" and self.ack_inbound:
                     await ws.send(json.dumps({"type": "inbound_ack", "id": frame["message"]["id"]}))
+
+    def accept_answer(self, message_id: str) -> dict[str, Any]:
+        """What the hub answers to `accepted {id}`."""
+        if message_id in self.stale_ids:
+            return {
+                "type": "error",
+                "code": "stale_command",
+                "message": f"{message_id} is held by another phone or finished: do not send it",
+                "id": message_id,
+            }
+        return {"type": "accept_ack", "id": message_id}
 
     async def send(self, frame: dict[str, Any]) -> None:
         assert self._current is not None, "no phone connected"

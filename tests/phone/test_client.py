@@ -10,7 +10,7 @@ import pytest
 
 from app.phone.client import DeviceTokenRejected, phone_ws_url, redact_token
 from app.phone.radios.fake import FakeRadio, fake_sims
-from app.phone.store import FAILED, SENT, PhoneStore
+from app.phone.store import ACCEPTED, FAILED, HELD, REASSIGNED, SENT, PhoneStore
 
 
 def send_sms(message_id: str, **overrides: object) -> dict[str, object]:
@@ -278,15 +278,207 @@ async def test_accepted_but_never_started_is_sent_after_restart(tmp_path: Path, 
     store_path = tmp_path / "phone.db"
     store = await PhoneStore.open(store_path)
     await store.add_outbound(
-        id="msg_waiting", to="+15551230000", body="hi", slot=None, sim=None, expires_at=None
+        id="msg_waiting",
+        to="+15551230000",
+        body="hi",
+        slot=None,
+        sim=None,
+        expires_at=None,
+        state=ACCEPTED,
     )
     await store.close()
 
+    hub.answer_accepted = False  # confirmed before the restart: no new answer is needed
     radio = FakeRadio(delivery_rate=0)
     start_client(hub, radio, store_path)
     result = await hub.wait_frame("send_result", id="msg_waiting")
     assert result["success"] is True
     assert [s.message_id for s in radio.sent] == ["msg_waiting"]
+
+
+async def test_held_at_restart_is_asked_about_again_and_sent_only_once_confirmed(
+    tmp_path: Path, hub, start_client
+):
+    store_path = tmp_path / "phone.db"
+    store = await PhoneStore.open(store_path)
+    await store.add_outbound(
+        id="msg_held", to="+15551230000", body="hi", slot=None, sim=None, expires_at=None
+    )
+    await store.close()
+
+    hub.answer_accepted = False
+    radio = FakeRadio(delivery_rate=0)
+    phone = start_client(hub, radio, store_path)
+    await hub.wait_session(1)
+    assert hub.frames("accepted", id="msg_held", connection=1) == [
+        {"type": "accepted", "id": "msg_held"}
+    ]
+    await asyncio.sleep(0.2)
+    assert radio.sent == [] and phone.client.stats.radio_sends == 0
+
+    await hub.send({"type": "accept_ack", "id": "msg_held"})
+    assert (await hub.wait_frame("send_result", id="msg_held"))["success"] is True
+    assert [s.message_id for s in radio.sent] == ["msg_held"]
+
+
+async def test_nothing_reaches_the_radio_before_accept_ack(
+    hub, start_client, tmp_path: Path
+) -> None:
+    hub.answer_accepted = False
+    radio = FakeRadio(delivery_rate=0)
+    phone = start_client(hub, radio)
+    await hub.wait_session(1)
+    await hub.send(send_sms("msg_wait"))
+    await hub.wait_frame("accepted", id="msg_wait")
+    await hub.send({"type": "ping"})  # a round trip: the phone has handled the command
+    await hub.wait_frame("heartbeat", connection=1, count=2)
+    await asyncio.sleep(0.2)
+    assert radio.sent == [] and phone.client.stats.radio_sends == 0
+    assert hub.frames("send_result", id="msg_wait") == []
+
+    await hub.send({"type": "accept_ack", "id": "msg_wait"})
+    assert (await hub.wait_frame("send_result", id="msg_wait"))["success"] is True
+    assert [s.message_id for s in radio.sent] == ["msg_wait"]
+    assert phone.client.stats.confirmed == 1
+
+    # A second `accept_ack` (an answer to a replayed `accepted`) changes nothing.
+    await hub.send({"type": "accept_ack", "id": "msg_wait"})
+    await hub.send({"type": "ping"})
+    await hub.wait_frame("heartbeat", connection=1, count=3)
+    await asyncio.sleep(0.1)
+    assert len(radio.sent) == 1
+
+
+async def test_stale_command_is_never_sent_even_after_reconnect_and_restart(
+    hub, start_client, tmp_path: Path
+) -> None:
+    store_path = tmp_path / "phone.db"
+    hub.stale_ids = {"msg_other"}
+    radio = FakeRadio()
+    phone = start_client(hub, radio, store_path)
+    await hub.wait_session(1)
+    await hub.send(send_sms("msg_other"))
+    await hub.wait_frame("accepted", id="msg_other")
+    await hub.until(lambda: phone.client.stats.reassigned == 1)
+    assert phone.client.last_error is not None
+    assert phone.client.last_error["code"] == "stale_command"
+
+    store = await PhoneStore.open(store_path)
+    record = await store.get_outbound("msg_other")
+    await store.close()
+    assert record is not None and record.state == REASSIGNED
+
+    # Even a hub that would now confirm it is never asked again: the phone let it go.
+    hub.stale_ids = set()
+    hub.drop()
+    await hub.wait_session(2)
+    await phone.stop()
+    radio_after_restart = FakeRadio()
+    start_client(hub, radio_after_restart, store_path)
+    await hub.wait_session(3)
+    await asyncio.sleep(0.2)
+
+    assert [f.connection for f in hub.received if f.frame.get("id") == "msg_other"] == [1]
+    assert hub.frames("send_result", id="msg_other") == []
+    assert radio.sent == [] and radio_after_restart.sent == []
+
+
+async def test_dropped_before_accept_ack_asks_again_and_sends_once(hub, start_client) -> None:
+    hub.answer_accepted = False
+    radio = FakeRadio(delivery_rate=0)
+    phone = start_client(hub, radio)
+    await hub.wait_session(1)
+    await hub.send(send_sms("msg_unsure"))
+    await hub.wait_frame("accepted", id="msg_unsure", connection=1)
+    hub.drop()  # the answer to `accepted` is lost with the socket
+
+    hub.answer_accepted = True
+    await hub.wait_session(2)
+    assert hub.frames("accepted", id="msg_unsure", connection=2) == [
+        {"type": "accepted", "id": "msg_unsure"}
+    ]
+    result = await hub.wait_frame("send_result", id="msg_unsure")
+    assert result == {"type": "send_result", "id": "msg_unsure", "success": True}
+    assert [s.message_id for s in radio.sent] == ["msg_unsure"]
+    assert phone.client.stats.radio_sends == 1 and phone.client.stats.confirmed == 1
+
+
+async def test_accepted_that_could_not_be_written_is_held_until_the_reconnect(
+    hub, start_client
+) -> None:
+    hub.answer_accepted = False
+    radio = FakeRadio(delivery_rate=0)
+    start_client(hub, radio)
+    await hub.wait_session(1)
+    # The command arrives as the socket dies: its `accepted` may or may not get out.
+    await hub.send(send_sms("msg_cut"))
+    hub.drop()
+    await hub.wait_session(2)
+    await asyncio.sleep(0.2)
+    assert radio.sent == []  # nothing confirmed yet, on either socket
+    assert hub.frames("accepted", id="msg_cut", connection=2) == [
+        {"type": "accepted", "id": "msg_cut"}
+    ]
+
+    await hub.send({"type": "accept_ack", "id": "msg_cut"})
+    assert (await hub.wait_frame("send_result", id="msg_cut"))["success"] is True
+    assert [s.message_id for s in radio.sent] == ["msg_cut"]
+
+
+async def test_duplicate_send_sms_for_a_held_command_asks_again_without_sending(
+    hub, start_client, tmp_path: Path
+) -> None:
+    hub.answer_accepted = False
+    radio = FakeRadio(sims=fake_sims(2), delivery_rate=0)
+    phone = start_client(hub, radio)
+    await hub.wait_session(1)
+    await hub.send(send_sms("msg_again", slot=0))
+    await hub.wait_frame("accepted", id="msg_again")
+    # Offered again (the ack timeout passed), from the other SIM this time.
+    await hub.send(send_sms("msg_again", slot=1))
+    await hub.wait_frame("accepted", id="msg_again", count=2)
+    await hub.send({"type": "ping"})
+    await hub.wait_frame("heartbeat", connection=1, count=2)
+    await asyncio.sleep(0.1)
+    assert len(hub.frames("accepted", id="msg_again")) == 2
+    assert hub.frames("send_result", id="msg_again") == []
+    assert radio.sent == [] and phone.client.stats.duplicate_commands == 1
+
+    await hub.send({"type": "accept_ack", "id": "msg_again"})
+    await hub.send({"type": "accept_ack", "id": "msg_again"})  # the answer to the second ask
+    await hub.wait_frame("send_result", id="msg_again")
+    await asyncio.sleep(0.1)
+    assert [(s.message_id, s.slot) for s in radio.sent] == [("msg_again", 1)]
+
+
+async def test_stale_command_for_a_confirmed_command_changes_nothing(
+    hub, start_client, tmp_path: Path
+) -> None:
+    radio = FakeRadio(latency_ms=300, delivery_rate=0)
+    phone = start_client(hub, radio)
+    await hub.wait_session(1)
+    await hub.send(send_sms("msg_mine"))
+    await hub.until(lambda: phone.client.stats.radio_sends == 1)
+    await hub.send(
+        {"type": "error", "code": "stale_command", "message": "finished", "id": "msg_mine"}
+    )
+    assert (await hub.wait_frame("send_result", id="msg_mine"))["success"] is True
+    assert phone.client.stats.reassigned == 0
+
+
+async def test_held_command_expired_when_confirmed_is_reported_not_sent(hub, start_client) -> None:
+    hub.answer_accepted = False
+    radio = FakeRadio()
+    start_client(hub, radio)
+    await hub.wait_session(1)
+    soon = (datetime.now(UTC) + timedelta(milliseconds=300)).isoformat()
+    await hub.send(send_sms("msg_slow", expires_at=soon))
+    await hub.wait_frame("accepted", id="msg_slow")
+    await asyncio.sleep(0.5)
+    await hub.send({"type": "accept_ack", "id": "msg_slow"})
+    result = await hub.wait_frame("send_result", id="msg_slow")
+    assert result == {"type": "send_result", "id": "msg_slow", "success": False, "error": "expired"}
+    assert radio.sent == []
 
 
 async def test_ping_is_answered_with_a_heartbeat(hub, start_client) -> None:
@@ -330,6 +522,10 @@ async def test_invalid_command_is_failed_not_sent(hub, start_client) -> None:
 async def test_store_keeps_final_state(tmp_path: Path) -> None:
     store = await PhoneStore.open(tmp_path / "s.db")
     await store.add_outbound(id="m", to="+1", body="b", slot=None, sim=None, expires_at=None)
+    assert not await store.mark_sending("m")  # held: not confirmed yet
+    assert await store.confirm("m")
+    assert not await store.confirm("m")
+    assert not await store.mark_reassigned("m")  # a confirmed command is never taken back
     assert await store.mark_sending("m")
     assert not await store.mark_sending("m")
     await store.record_result("m", success=False, error="generic_failure")
@@ -337,6 +533,29 @@ async def test_store_keeps_final_state(tmp_path: Path) -> None:
     record = await store.get_outbound("m")
     await store.close()
     assert record is not None and record.state == FAILED and record.error == "generic_failure"
+
+
+async def test_store_held_commands_are_confirmed_or_let_go(tmp_path: Path) -> None:
+    store = await PhoneStore.open(tmp_path / "s.db")
+    for id in ("a", "b"):
+        await store.add_outbound(id=id, to="+1", body="b", slot=0, sim=None, expires_at=None)
+    assert [r.id for r in await store.outbound_in_state(HELD)] == ["a", "b"]
+    assert await store.mark_reassigned("a")
+    assert not await store.confirm("a")
+    assert not await store.mark_sending("a")
+    assert await store.unacked_results() == []  # nothing to report for a reassigned command
+    # A new offer for a command never sent holds it again, under the new SIM.
+    assert await store.reoffer("a", slot=1, sim=None, expires_at=None)
+    record = await store.get_outbound("a")
+    assert record is not None and record.state == HELD and record.slot == 1
+    assert await store.confirm("a")
+    assert not await store.reoffer("a", slot=0, sim=None, expires_at=None)  # confirmed: kept
+    assert (await store.get_outbound("a")).state == ACCEPTED  # type: ignore[union-attr]
+    # Old unconfirmed commands are pruned; a confirmed one without a result is kept.
+    assert await store.prune(older_than_ms=2**62) == 1
+    assert await store.get_outbound("b") is None
+    assert await store.get_outbound("a") is not None
+    await store.close()
 
 
 def test_server_url_becomes_the_hub_url() -> None:
