@@ -51,6 +51,7 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 _TRANSFER_TOPIC = keccak(text="Transfer(address,address,uint256)")
+_AUTHORIZATION_USED_TOPIC = keccak(text="AuthorizationUsed(address,bytes32)")
 _TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 # Revert strings of the token (Circle's FiatToken says the same after a "FiatTokenV2: " prefix).
@@ -253,6 +254,44 @@ class ChainClient:
             network=self.network.network,
         )
 
+    async def confirm_settlement(self, tx_hash: str, payment: DecodedPayment) -> Settlement:
+        """Confirm through our own node that `tx_hash` (sent by someone else, e.g. an x402
+        facilitator) settled `payment`: a successful receipt with our USDC's
+        `AuthorizationUsed(payer, nonce)` and a `Transfer` of exactly `payment.value` from the
+        payer to the payee, with `network.confirmations`.
+
+        Raises `ChainUnavailable("receipt_timeout", tx_hash=...)` when it does not come in
+        time (it may still be mined), `SettlementFailed("transaction_reverted")` when it
+        reverted with the authorization unused, and `ChainUnavailable("settlement_unknown",
+        tx_hash=...)` when the transaction does not show the transfer but the authorization
+        is used on chain (the money moved in some transaction: reconcile by hand).
+        """
+        receipt = await self._wait_for_receipt(tx_hash)
+        expected = (payment.from_address, payment.to, payment.value)
+        if (
+            receipt["status"] != 1
+            or expected not in map(self._usdc_transfer, receipt["logs"])
+            or not any(self._uses_authorization(log, payment) for log in receipt["logs"])
+        ):
+            if await self.authorization_used(payment.from_address, payment.nonce):
+                raise ChainUnavailable(
+                    "settlement_unknown",
+                    f"{tx_hash} does not show the transfer, but the authorization is used",
+                    tx_hash=tx_hash,
+                )
+            raise SettlementFailed(
+                "transaction_reverted", f"{tx_hash} did not settle the authorization"
+            )
+        block_number = int(receipt["blockNumber"])
+        await self._wait_for_confirmations(block_number, tx_hash)
+        return Settlement(
+            tx_hash=tx_hash.lower(),
+            block_number=block_number,
+            payer=payment.from_address,
+            amount=payment.value,
+            network=self.network.network,
+        )
+
     def _require_relayer(self) -> LocalAccount:
         if self._relayer is None:
             raise ChainUnavailable("no_relayer", f"{self.network.network} has no relayer key")
@@ -449,6 +488,17 @@ class ChainClient:
                 confirmations=confirmations,
             )
         return TransferProof(tx_hash=tx_hash.lower(), payer=payer, amount=amount, block=block)
+
+    def _uses_authorization(self, log: Any, payment: DecodedPayment) -> bool:
+        """Whether `log` is our USDC's `AuthorizationUsed` for `payment`'s payer and nonce."""
+        topics = log["topics"]
+        return (
+            to_checksum_address(log["address"]) == self.network.usdc_address
+            and len(topics) == 3
+            and bytes(topics[0]) == _AUTHORIZATION_USED_TOPIC
+            and to_checksum_address(bytes(topics[1])[-20:]) == payment.from_address
+            and bytes(topics[2]) == payment.nonce_bytes
+        )
 
     def _usdc_transfer(self, log: Any) -> tuple[str, str, int] | None:
         """(from, to, value) of a USDC `Transfer` log; None for any other log."""

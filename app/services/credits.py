@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement
 
 from app.db.engine import Database
 from app.db.models import CreditAccount, LedgerEntry, Message, MessageRequest
@@ -46,27 +47,30 @@ async def _payer_account(session: AsyncSession, payer: str, network: str) -> Cre
 
 
 async def _apply(
-    session: AsyncSession, account_id: str, kind: str, amount_atomic: int, **refs: str | None
+    session: AsyncSession,
+    account: ColumnElement[bool],
+    kind: str,
+    amount_atomic: int,
+    **refs: str | None,
 ) -> LedgerEntry:
-    """One balance change and its ledger row. A debit is conditional on the balance covering
-    it, so concurrent debits can never overdraw."""
+    """One balance change of the account matching `account`, and its ledger row. A debit is
+    conditional on the balance covering it, so concurrent debits can never overdraw."""
     delta = ledger.signed_amount(kind, amount_atomic)
     statement = (
         update(CreditAccount)
-        .where(CreditAccount.id == account_id)
+        .where(account)
         .values(balance_atomic=CreditAccount.balance_atomic + delta)
-        .returning(CreditAccount.balance_atomic)
+        .returning(CreditAccount.id, CreditAccount.balance_atomic)
     )
     if delta < 0:
         statement = statement.where(CreditAccount.balance_atomic >= -delta)
-    balance_after = (await session.execute(statement)).scalar_one_or_none()
-    if balance_after is None:
+    changed = (await session.execute(statement)).one_or_none()
+    if changed is None:
         current = (
-            await session.execute(
-                select(CreditAccount.balance_atomic).where(CreditAccount.id == account_id)
-            )
-        ).scalar_one()
-        raise InsufficientCredits(balance_atomic=current, required_atomic=amount_atomic)
+            await session.execute(select(CreditAccount.balance_atomic).where(account))
+        ).scalar_one_or_none()
+        raise InsufficientCredits(balance_atomic=current or 0, required_atomic=amount_atomic)
+    account_id, balance_after = changed
     entry = LedgerEntry(
         id=new_id("led"),
         account_id=account_id,
@@ -77,7 +81,6 @@ async def _apply(
         **refs,
     )
     session.add(entry)
-    await session.flush()
     return entry
 
 
@@ -90,15 +93,23 @@ async def credit_project(
     tx_hash: str | None = None,
 ) -> LedgerEntry:
     account = await _project_account(session, project_id)
-    return await _apply(session, account.id, kind, amount_atomic, note=note, tx_hash=tx_hash)
+    return await _apply(
+        session, CreditAccount.id == account.id, kind, amount_atomic, note=note, tx_hash=tx_hash
+    )
 
 
 async def charge_project(
     session: AsyncSession, project_id: str, amount_atomic: int, request_id: str
 ) -> LedgerEntry:
     """Debits the whole cost of a request, or raises InsufficientCredits having changed nothing."""
-    account = await _project_account(session, project_id)
-    return await _apply(session, account.id, ledger.CHARGE, amount_atomic, request_id=request_id)
+    # One conditional UPDATE: a project that never had credit has no account, hence no row.
+    return await _apply(
+        session,
+        CreditAccount.project_id == project_id,
+        ledger.CHARGE,
+        amount_atomic,
+        request_id=request_id,
+    )
 
 
 async def payer_balance(session: AsyncSession, payer: str, network: str) -> int:
@@ -119,7 +130,9 @@ async def charge_payer(
     """Spends a paying wallet's refund credit, or raises InsufficientCredits having changed
     nothing."""
     account = await _payer_account(session, payer, network)
-    return await _apply(session, account.id, ledger.CHARGE, amount_atomic, request_id=request_id)
+    return await _apply(
+        session, CreditAccount.id == account.id, ledger.CHARGE, amount_atomic, request_id=request_id
+    )
 
 
 async def refund_payer(
@@ -128,7 +141,12 @@ async def refund_payer(
     """Gives a wallet back credit that `charge_payer` took for a payment that did not settle."""
     account = await _payer_account(session, payer, network)
     return await _apply(
-        session, account.id, ledger.REFUND, amount_atomic, request_id=request_id, note=note
+        session,
+        CreditAccount.id == account.id,
+        ledger.REFUND,
+        amount_atomic,
+        request_id=request_id,
+        note=note,
     )
 
 
@@ -159,7 +177,7 @@ async def refund_message(session: AsyncSession, message: Message) -> bool:
     # The flip above makes this once per message; the ledger's unique message_id backs it up.
     await _apply(
         session,
-        account.id,
+        CreditAccount.id == account.id,
         ledger.REFUND,
         message.price_atomic,
         message_id=message.id,

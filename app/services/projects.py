@@ -90,9 +90,15 @@ async def authenticate(db: Database, raw_key: str) -> AuthContext:
         raise Unauthorized("the API key is malformed; keys look like sw_live_ + 32 hex")
     key_hash = credentials.hash_secret(raw_key)
     async with db.sessions() as session:
-        key = await ApiKeyRepository(session).by_hash(key_hash)
-        project = await ProjectRepository(session).get_project(key.project_id) if key else None
-    if key is None or project is None or not credentials.secret_matches(raw_key, key.key_hash):
+        found = (
+            await session.execute(
+                select(ApiKey, Project.organization_id)
+                .join(Project, Project.id == ApiKey.project_id)
+                .where(ApiKey.key_hash == key_hash)
+            )
+        ).one_or_none()
+    key, organization_id = found if found else (None, None)
+    if key is None or not credentials.secret_matches(raw_key, key.key_hash):
         raise Unauthorized("the API key is not valid")
     if key.revoked_at is not None:
         raise Unauthorized("the API key was revoked")
@@ -100,7 +106,7 @@ async def authenticate(db: Database, raw_key: str) -> AuthContext:
         project_id=key.project_id,
         key_id=key.id,
         scopes=tuple(key.scopes),
-        organization_id=project.organization_id,
+        organization_id=organization_id or "",
     )
 
 

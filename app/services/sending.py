@@ -114,8 +114,7 @@ async def send_with_credits(
                 request_sha256=fingerprint if key else None,
                 created_at=utcnow(),
             )
-            session.add(request)
-            await session.flush()
+            # Charge first: without enough credit nothing else is written.
             if prepared.total_atomic > 0:
                 await credits.charge_project(session, project_id, prepared.total_atomic, request.id)
             messages = await outbound.enqueue(
@@ -136,8 +135,9 @@ async def send_with_credits(
                 sim_selector=options.sim,
                 ttl_s=options.ttl_s or settings.message_ttl_s,
             )
-            request.response = accepted_response(request, messages, prepared.total_atomic)
-            response = request.response
+            response = accepted_response(request, messages, prepared.total_atomic)
+            request.response = response
+            session.add(request)  # a racing duplicate Idempotency-Key fails here, at commit
     except IntegrityError:
         # The same Idempotency-Key raced in from another request: answer as it did.
         if key:

@@ -434,12 +434,16 @@ class X402Gateway:
             request_id,
         )
         try:
-            settlement = await chain.settle_authorization(payment)
+            settlement = await self.runtime.settle(payment, requirement)
         except (SettlementFailed, ChainUnavailable) as exc:
-            if isinstance(exc, ChainUnavailable) and exc.tx_hash:
-                # Sent but not confirmed in time: it may still move the money, so the
-                # reservation stays (with its hash) for the operator to reconcile.
-                await self._note_pending(payment_id, exc.tx_hash)
+            if isinstance(exc, ChainUnavailable) and (
+                exc.tx_hash or exc.reason == "settlement_unknown"
+            ):
+                # Sent but not confirmed in time (or a facilitator gave no clear answer): it
+                # may still move the money, so the reservation stays (with its hash when
+                # known) for the operator to reconcile.
+                if exc.tx_hash:
+                    await self._note_pending(payment_id, exc.tx_hash)
             else:
                 await self._release(payment_id, quote, request_id)
             raise

@@ -1,5 +1,6 @@
 """The process-wide side of x402: the configured network, the one chain client (it owns the
-relayer's nonces), and the project whose phones deliver paid anonymous messages."""
+relayer's nonces), who settles (our relayer or an x402 facilitator), and the project whose
+phones deliver paid anonymous messages."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from sqlalchemy import select
 from app.db.engine import Database
 from app.db.models import Organization, Project
 from app.domain.errors import Unavailable
-from app.payments.chain import ChainClient
+from app.payments.chain import ChainClient, Settlement
+from app.payments.facilitator import FacilitatorClient
 from app.payments.networks import NetworkConfig, network_config
+from app.payments.requirements import PaymentRequirement
+from app.payments.wire import DecodedPayment
 from app.services.ids import new_id, utcnow
 from app.settings import Settings
 
@@ -41,20 +45,38 @@ def network_from_settings(settings: Settings) -> NetworkConfig | None:
 
 
 class PaymentRuntime:
-    """The process's one `ChainClient` (it owns the relayer's nonces): opened with the app,
-    closed on shutdown. `enabled` is False while no chain is configured."""
+    """The process's one `ChainClient` (it owns the relayer's nonces), and a
+    `FacilitatorClient` when `SIMWIRE_FACILITATOR_URL` is set: opened with the app, closed on
+    shutdown. `enabled` is False while no chain is configured."""
 
     def __init__(self, settings: Settings) -> None:
         self.network = network_from_settings(settings)
         self._chain: ChainClient | None = None
+        self._facilitator: FacilitatorClient | None = None
 
     @property
     def enabled(self) -> bool:
         return self.network is not None
 
+    @property
+    def uses_facilitator(self) -> bool:
+        """Settlements go through the facilitator whenever its URL is set (a relayer key set
+        as well is then not used); else through our relayer."""
+        return self.network is not None and bool(self.network.facilitator_url)
+
     def start(self) -> None:
         if self.network is not None and self._chain is None:
             self._chain = ChainClient(self.network)
+            if self.uses_facilitator:
+                self._facilitator = FacilitatorClient(self._chain)
+
+    async def settle(self, payment: DecodedPayment, requirement: PaymentRequirement) -> Settlement:
+        """Settle a verified, reserved authorization: the one place that picks the facilitator
+        or our relayer. Both raise `SettlementFailed` / `ChainUnavailable`."""
+        chain = self.chain
+        if self._facilitator is not None:
+            return await self._facilitator.settle(payment, requirement)
+        return await chain.settle_authorization(payment)
 
     @property
     def chain(self) -> ChainClient:
@@ -67,6 +89,9 @@ class PaymentRuntime:
 
     async def close(self) -> None:
         chain, self._chain = self._chain, None
+        facilitator, self._facilitator = self._facilitator, None
+        if facilitator is not None:
+            await facilitator.close()
         if chain is not None:
             await chain.close()
 
