@@ -6,11 +6,11 @@ import asyncio
 
 from alembic import context
 from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
 
 from app.db import models  # noqa: F401  (registers every table on the metadata)
 from app.db.engine import create_engine
 from app.settings import Settings
-from sqlmodel import SQLModel
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -8,10 +8,10 @@ Create Date: 2026-11-24 11:56:22.705876
 from __future__ import annotations
 
 import sqlalchemy as sa
+import sqlmodel
 from alembic import op
 
 import app.db.types
-import sqlmodel
 
 revision = "0003"
 down_revision = "0002"

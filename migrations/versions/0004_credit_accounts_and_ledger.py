@@ -8,10 +8,10 @@ Create Date: 2026-11-24 11:56:34.968570
 from __future__ import annotations
 
 import sqlalchemy as sa
+import sqlmodel
 from alembic import op
 
 import app.db.types
-import sqlmodel
 
 revision = "0004"
 down_revision = "0003"

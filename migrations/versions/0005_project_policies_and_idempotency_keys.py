@@ -8,10 +8,10 @@ Create Date: 2026-11-24 12:04:39.911496
 from __future__ import annotations
 
 import sqlalchemy as sa
+import sqlmodel
 from alembic import op
 
 import app.db.types
-import sqlmodel
 
 revision = "0005"
 down_revision = "0004"

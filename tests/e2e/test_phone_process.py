@@ -24,11 +24,26 @@ def engine_name() -> str:
     return "sqlite"
 
 
-async def start_phone_process(server_url: str, token: str, store: Path) -> asyncio.subprocess.Process:
+async def start_phone_process(
+    server_url: str, token: str, store: Path
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "phone", "--server", server_url, "--radio", "fake",
-        "--store", str(store), "--fake-latency-ms", "10", "--fake-delivery-delay-ms", "50",
-        "--heartbeat-s", "2",
+        sys.executable,
+        "-m",
+        "app.cli",
+        "phone",
+        "--server",
+        server_url,
+        "--radio",
+        "fake",
+        "--store",
+        str(store),
+        "--fake-latency-ms",
+        "10",
+        "--fake-delivery-delay-ms",
+        "50",
+        "--heartbeat-s",
+        "2",
         cwd=ROOT,
         env={**os.environ, "SIMWIRE_DEVICE_TOKEN": token},
         stdout=asyncio.subprocess.DEVNULL,
@@ -45,11 +60,15 @@ async def test_phone_process_delivers_and_survives_a_restart(settings, db, tmp_p
     await credits.grant(db, tenant.project_id, 1_000_000)
     paired = await devices.pair_device(db, tenant.project_id)
     store = tmp_path / "phone.db"
-    async with live_server(fast_settings(settings), db) as server, httpx.AsyncClient(base_url=server.url) as http:
+    async with (
+        live_server(fast_settings(settings), db) as server,
+        httpx.AsyncClient(base_url=server.url) as http,
+    ):
         phone = await start_phone_process(server.url, paired.token, store)
         try:
             sent = await http.post(
-                "/v1/messages", json={"to": "+14155550100", "message": "from a real process"},
+                "/v1/messages",
+                json={"to": "+14155550100", "message": "from a real process"},
                 headers=tenant.headers,
             )
             first = sent.json()["messages"][0]["id"]
@@ -58,7 +77,8 @@ async def test_phone_process_delivers_and_survives_a_restart(settings, db, tmp_p
             phone.send_signal(signal.SIGKILL)
             await phone.wait()
         queued = await http.post(
-            "/v1/messages", json={"to": "+14155550101", "message": "while the phone was down"},
+            "/v1/messages",
+            json={"to": "+14155550101", "message": "while the phone was down"},
             headers=tenant.headers,
         )
         second = queued.json()["messages"][0]["id"]

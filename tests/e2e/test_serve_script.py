@@ -77,7 +77,11 @@ def test_demo_connects_a_fake_phone_so_the_first_send_is_delivered(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIMWIRE_")}
     process = subprocess.Popen(
         [str(ROOT / "scripts" / "serve"), "--port", str(port), "--demo"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
     try:
@@ -96,7 +100,8 @@ def test_demo_connects_a_fake_phone_so_the_first_send_is_delivered(tmp_path):
                 break
             time.sleep(0.2)
         sent = httpx.post(
-            f"{base}/v1/messages", json={"to": "+14155550100", "message": "Hello from Simwire"},
+            f"{base}/v1/messages",
+            json={"to": "+14155550100", "message": "Hello from Simwire"},
             headers=headers,
         )
         assert sent.status_code == 202, sent.text

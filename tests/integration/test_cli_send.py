@@ -19,7 +19,9 @@ def test_send_single_and_csv_and_pair_a_device(database_url, tmp_path):
     project_id = re.search(r'"project_id": "(prj_\w+)"', created.output).group(1)
     assert run(database_url, "credits", "grant", project_id, "1").exit_code == 0
 
-    single = run(database_url, "send", "--project", project_id, "--to", "+14155550100", "--message", "hi")
+    single = run(
+        database_url, "send", "--project", project_id, "--to", "+14155550100", "--message", "hi"
+    )
     assert single.exit_code == 0, single.output
     assert "1 messages queued, 35000 USDC atomic units charged" in single.output
 

@@ -1,4 +1,4 @@
-"""The phone hub over real sockets: pairing, dispatch, handover, nothing lost, nothing sent twice."""
+"""The phone hub over real sockets: pairing, dispatch, handover; nothing lost or sent twice."""
 
 from __future__ import annotations
 

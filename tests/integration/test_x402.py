@@ -547,9 +547,7 @@ async def test_insufficient_credits_carries_a_topup_offer_for_the_shortfall(
         headers=tenant.headers,
         timeout=30,
     ) as http:
-        paid = await http.post(
-            "/v1/credits/topup", json={"amount": body["topup"]["total"]}
-        )
+        paid = await http.post("/v1/credits/topup", json={"amount": body["topup"]["total"]})
     assert paid.status_code == 200, paid.text
     sent = await rig.http.post("/v1/messages", json=SEND, headers=tenant.headers)
     assert sent.status_code == 202, sent.text
