@@ -14,6 +14,7 @@ from typing import Any
 
 from litestar import WebSocket
 from litestar.channels import ChannelsPlugin
+from litestar.types import ReceiveMessage
 
 from app.db.engine import Database
 from app.db.models import Device, Sim
@@ -30,6 +31,13 @@ DISPATCH_CHANNEL = "simwire_dispatch"
 DEVICE_CHANNEL = "simwire_devices"
 CLAIM_BATCH = 5
 LAST_SEEN_WRITE_INTERVAL_S = 5.0
+
+
+def _frame_data(event: ReceiveMessage) -> str | bytes:
+    """The text or bytes a `websocket.receive` event carries; empty for any other event."""
+    if event["type"] == "websocket.receive":
+        return event.get("text") or event.get("bytes") or b""
+    return b""
 
 
 @dataclass(eq=False)
@@ -257,7 +265,7 @@ class Hub:
         if not token:
             try:
                 first = await asyncio.wait_for(socket.receive(), timeout=5)
-                auth = protocol.decode_frame(first.get("text") or first.get("bytes") or b"")
+                auth = protocol.decode_frame(_frame_data(first))
                 token = auth.token if isinstance(auth, protocol.Auth) else None
             except (TimeoutError, protocol.FrameError):
                 token = None
@@ -291,9 +299,8 @@ class Hub:
                 return
             if message["type"] == "websocket.disconnect":
                 return
-            raw = message.get("text") or message.get("bytes") or b""
             try:
-                parsed = protocol.decode_frame(raw)
+                parsed = protocol.decode_frame(_frame_data(message))
                 await self._handle(connection, parsed)
             except protocol.FrameError as exc:
                 await connection.send(protocol.frame("error", code=exc.code, message=exc.message))

@@ -117,7 +117,7 @@ class DevChain:
         await self._deployer_send(_mint_data(to, amount_atomic))
 
     async def set_eth_balance(self, address: str, wei: int) -> None:
-        await self.w3.provider.make_request("anvil_setBalance", [address, hex(wei)])  # type: ignore[arg-type]
+        await self.w3.provider.make_request("anvil_setBalance", [address, hex(wei)])
 
     async def new_payer(
         self, usdc_atomic: int = PAYER_FUNDS_ATOMIC, eth_wei: int = 0
@@ -131,7 +131,7 @@ class DevChain:
         return account
 
     async def mine(self, blocks: int = 1) -> None:
-        await self.w3.provider.make_request("anvil_mine", [hex(blocks)])  # type: ignore[arg-type]
+        await self.w3.provider.make_request("anvil_mine", [hex(blocks)])
 
     async def _deployer_send(self, data: bytes, to: str | None = None) -> Any:
         async with self._deployer_lock:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
+from sqlmodel import col
 
 from app.db.engine import Database
 from app.db.models import CreditAccount, LedgerEntry, Message, MessageRequest
@@ -19,7 +20,9 @@ from app.services.ids import new_id, utcnow
 
 async def _project_account(session: AsyncSession, project_id: str) -> CreditAccount:
     account = (
-        await session.execute(select(CreditAccount).where(CreditAccount.project_id == project_id))
+        await session.execute(
+            select(CreditAccount).where(col(CreditAccount.project_id) == project_id)
+        )
     ).scalar_one_or_none()
     if account is None:
         account = CreditAccount(id=new_id("acct"), project_id=project_id, created_at=utcnow())
@@ -33,7 +36,7 @@ async def _payer_account(session: AsyncSession, payer: str, network: str) -> Cre
     account = (
         await session.execute(
             select(CreditAccount).where(
-                CreditAccount.payer == payer, CreditAccount.network == network
+                col(CreditAccount.payer) == payer, col(CreditAccount.network) == network
             )
         )
     ).scalar_one_or_none()
@@ -51,7 +54,11 @@ async def _apply(
     account: ColumnElement[bool],
     kind: str,
     amount_atomic: int,
-    **refs: str | None,
+    *,
+    request_id: str | None = None,
+    message_id: str | None = None,
+    tx_hash: str | None = None,
+    note: str | None = None,
 ) -> LedgerEntry:
     """One balance change of the account matching `account`, and its ledger row. A debit is
     conditional on the balance covering it, so concurrent debits can never overdraw."""
@@ -59,15 +66,15 @@ async def _apply(
     statement = (
         update(CreditAccount)
         .where(account)
-        .values(balance_atomic=CreditAccount.balance_atomic + delta)
-        .returning(CreditAccount.id, CreditAccount.balance_atomic)
+        .values(balance_atomic=col(CreditAccount.balance_atomic) + delta)
+        .returning(col(CreditAccount.id), col(CreditAccount.balance_atomic))
     )
     if delta < 0:
-        statement = statement.where(CreditAccount.balance_atomic >= -delta)
+        statement = statement.where(col(CreditAccount.balance_atomic) >= -delta)
     changed = (await session.execute(statement)).one_or_none()
     if changed is None:
         current = (
-            await session.execute(select(CreditAccount.balance_atomic).where(account))
+            await session.execute(select(col(CreditAccount.balance_atomic)).where(account))
         ).scalar_one_or_none()
         raise InsufficientCredits(balance_atomic=current or 0, required_atomic=amount_atomic)
     account_id, balance_after = changed
@@ -77,8 +84,11 @@ async def _apply(
         kind=kind,
         amount_atomic=delta,
         balance_after_atomic=balance_after,
+        request_id=request_id,
+        message_id=message_id,
+        tx_hash=tx_hash,
+        note=note,
         created_at=utcnow(),
-        **refs,
     )
     session.add(entry)
     return entry
@@ -94,7 +104,12 @@ async def credit_project(
 ) -> LedgerEntry:
     account = await _project_account(session, project_id)
     return await _apply(
-        session, CreditAccount.id == account.id, kind, amount_atomic, note=note, tx_hash=tx_hash
+        session,
+        col(CreditAccount.id) == account.id,
+        kind,
+        amount_atomic,
+        note=note,
+        tx_hash=tx_hash,
     )
 
 
@@ -105,7 +120,7 @@ async def charge_project(
     # One conditional UPDATE: a project that never had credit has no account, hence no row.
     return await _apply(
         session,
-        CreditAccount.project_id == project_id,
+        col(CreditAccount.project_id) == project_id,
         ledger.CHARGE,
         amount_atomic,
         request_id=request_id,
@@ -116,8 +131,8 @@ async def payer_balance(session: AsyncSession, payer: str, network: str) -> int:
     """A paying wallet's refund credit on `network`, in USDC atomic units (0 if none)."""
     balance = (
         await session.execute(
-            select(CreditAccount.balance_atomic).where(
-                CreditAccount.payer == payer.lower(), CreditAccount.network == network
+            select(col(CreditAccount.balance_atomic)).where(
+                col(CreditAccount.payer) == payer.lower(), col(CreditAccount.network) == network
             )
         )
     ).scalar_one_or_none()
@@ -131,7 +146,11 @@ async def charge_payer(
     nothing."""
     account = await _payer_account(session, payer, network)
     return await _apply(
-        session, CreditAccount.id == account.id, ledger.CHARGE, amount_atomic, request_id=request_id
+        session,
+        col(CreditAccount.id) == account.id,
+        ledger.CHARGE,
+        amount_atomic,
+        request_id=request_id,
     )
 
 
@@ -142,7 +161,7 @@ async def refund_payer(
     account = await _payer_account(session, payer, network)
     return await _apply(
         session,
-        CreditAccount.id == account.id,
+        col(CreditAccount.id) == account.id,
         ledger.REFUND,
         amount_atomic,
         request_id=request_id,
@@ -157,9 +176,9 @@ async def refund_message(session: AsyncSession, message: Message) -> bool:
         return False
     flipped = await session.execute(
         update(Message)
-        .where(Message.id == message.id, Message.refunded.is_(False))
+        .where(col(Message.id) == message.id, col(Message.refunded).is_(False))
         .values(refunded=True)
-        .returning(Message.id)
+        .returning(col(Message.id))
     )
     if flipped.scalar_one_or_none() is None:
         return False
@@ -167,7 +186,7 @@ async def refund_message(session: AsyncSession, message: Message) -> bool:
     if message.request_id:
         request = (
             await session.execute(
-                select(MessageRequest).where(MessageRequest.id == message.request_id)
+                select(MessageRequest).where(col(MessageRequest.id) == message.request_id)
             )
         ).scalar_one_or_none()
     if request is not None and request.billing == "x402" and request.payer and request.network:
@@ -177,7 +196,7 @@ async def refund_message(session: AsyncSession, message: Message) -> bool:
     # The flip above makes this once per message; the ledger's unique message_id backs it up.
     await _apply(
         session,
-        CreditAccount.id == account.id,
+        col(CreditAccount.id) == account.id,
         ledger.REFUND,
         message.price_atomic,
         message_id=message.id,
@@ -200,17 +219,17 @@ async def project_ledger(
     async with db.sessions() as session:
         account = (
             await session.execute(
-                select(CreditAccount).where(CreditAccount.project_id == project_id)
+                select(CreditAccount).where(col(CreditAccount.project_id) == project_id)
             )
         ).scalar_one_or_none()
         if account is None:
             return LedgerPage(0, [], None)
-        query = select(LedgerEntry).where(LedgerEntry.account_id == account.id)
+        query = select(LedgerEntry).where(col(LedgerEntry.account_id) == account.id)
         if before_seq is not None:
-            query = query.where(LedgerEntry.seq < before_seq)
+            query = query.where(col(LedgerEntry.seq) < before_seq)
         rows = list(
             (
-                await session.execute(query.order_by(LedgerEntry.seq.desc()).limit(limit + 1))
+                await session.execute(query.order_by(col(LedgerEntry.seq).desc()).limit(limit + 1))
             ).scalars()
         )
     more = len(rows) > limit
@@ -223,15 +242,15 @@ async def ledger_sum(db: Database, project_id: str) -> tuple[int, int]:
     async with db.sessions() as session:
         account = (
             await session.execute(
-                select(CreditAccount).where(CreditAccount.project_id == project_id)
+                select(CreditAccount).where(col(CreditAccount.project_id) == project_id)
             )
         ).scalar_one_or_none()
         if account is None:
             return 0, 0
         total = (
             await session.execute(
-                select(func.coalesce(func.sum(LedgerEntry.amount_atomic), 0)).where(
-                    LedgerEntry.account_id == account.id
+                select(func.coalesce(func.sum(col(LedgerEntry.amount_atomic)), 0)).where(
+                    col(LedgerEntry.account_id) == account.id
                 )
             )
         ).scalar_one()

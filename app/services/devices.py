@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.db.engine import Database
 from app.db.models import Device, Message, Sim
@@ -67,7 +68,7 @@ async def authenticate_device(db: Database, token: str) -> Device:
     async with db.sessions() as session:
         device = (
             await session.execute(
-                select(Device).where(Device.token_hash == credentials.hash_secret(token))
+                select(Device).where(col(Device.token_hash) == credentials.hash_secret(token))
             )
         ).scalar_one_or_none()
     if device is None or not credentials.secret_matches(token, device.token_hash):
@@ -83,8 +84,8 @@ async def list_devices(db: Database, project_id: str) -> list[tuple[Device, list
             (
                 await session.execute(
                     select(Device)
-                    .where(Device.project_id == project_id, Device.revoked_at.is_(None))
-                    .order_by(Device.seq)
+                    .where(col(Device.project_id) == project_id, col(Device.revoked_at).is_(None))
+                    .order_by(col(Device.seq))
                 )
             ).scalars()
         )
@@ -92,8 +93,8 @@ async def list_devices(db: Database, project_id: str) -> list[tuple[Device, list
             (
                 await session.execute(
                     select(Sim)
-                    .where(Sim.project_id == project_id)
-                    .order_by(Sim.device_id, Sim.slot)
+                    .where(col(Sim.project_id) == project_id)
+                    .order_by(col(Sim.device_id), col(Sim.slot))
                 )
             ).scalars()
         )
@@ -110,14 +111,16 @@ async def revoke_device(db: Database, project_id: str, device_id: str) -> Device
     async with db.transaction() as session:
         device = (
             await session.execute(
-                select(Device).where(Device.id == device_id, Device.project_id == project_id)
+                select(Device).where(
+                    col(Device.id) == device_id, col(Device.project_id) == project_id
+                )
             )
         ).scalar_one_or_none()
         if device is None or device.revoked_at is not None:
             raise NotFound(f"device {device_id!r} not found")
         device.revoked_at = now
         device.instance_id = None
-        await session.execute(update(Sim).where(Sim.device_id == device_id).values(live=False))
+        await session.execute(update(Sim).where(col(Sim.device_id) == device_id).values(live=False))
         await _requeue_unaccepted(session, device_id)
     return device
 
@@ -131,7 +134,7 @@ async def device_connected(
         if info and isinstance(info.get(name), str):
             values[name] = info[name][:200]
     async with db.transaction() as session:
-        await session.execute(update(Device).where(Device.id == device_id).values(**values))
+        await session.execute(update(Device).where(col(Device.id) == device_id).values(**values))
 
 
 async def report_sims(db: Database, device: Device, sims: list[ReportedSim]) -> list[Sim]:
@@ -141,7 +144,7 @@ async def report_sims(db: Database, device: Device, sims: list[ReportedSim]) -> 
         known = {
             sim.slot: sim
             for sim in (
-                await session.execute(select(Sim).where(Sim.device_id == device.id))
+                await session.execute(select(Sim).where(col(Sim.device_id) == device.id))
             ).scalars()
         }
         reported_slots = set()
@@ -180,7 +183,7 @@ async def device_seen(
             if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
                 values[name] = value
     async with db.transaction() as session:
-        await session.execute(update(Device).where(Device.id == device_id).values(**values))
+        await session.execute(update(Device).where(col(Device.id) == device_id).values(**values))
 
 
 async def device_disconnected(db: Database, device_id: str, instance_id: str) -> list[str]:
@@ -189,22 +192,22 @@ async def device_disconnected(db: Database, device_id: str, instance_id: str) ->
     async with db.transaction() as session:
         result = await session.execute(
             update(Device)
-            .where(Device.id == device_id, Device.instance_id == instance_id)
+            .where(col(Device.id) == device_id, col(Device.instance_id) == instance_id)
             .values(instance_id=None)
-            .returning(Device.id)
+            .returning(col(Device.id))
         )
         if result.scalar_one_or_none() is None:
             return []  # it already reconnected elsewhere
-        await session.execute(update(Sim).where(Sim.device_id == device_id).values(live=False))
+        await session.execute(update(Sim).where(col(Sim.device_id) == device_id).values(live=False))
         return await _requeue_unaccepted(session, device_id)
 
 
 async def _requeue_unaccepted(session: AsyncSession, device_id: str) -> list[str]:
     result = await session.execute(
         update(Message)
-        .where(Message.device_id == device_id, Message.status == statuses.SENDING)
+        .where(col(Message.device_id) == device_id, col(Message.status) == statuses.SENDING)
         .values(status=statuses.QUEUED, device_id=None, sim_id=None)
-        .returning(Message.id)
+        .returning(col(Message.id))
     )
     return list(result.scalars())
 
@@ -228,7 +231,9 @@ async def sim_inventory(db: Database, project_id: str, idle_timeout_s: float) ->
 async def set_sim_lock(db: Database, project_id: str, sim_id: str, locked: bool) -> Sim:
     async with db.transaction() as session:
         sim = (
-            await session.execute(select(Sim).where(Sim.id == sim_id, Sim.project_id == project_id))
+            await session.execute(
+                select(Sim).where(col(Sim.id) == sim_id, col(Sim.project_id) == project_id)
+            )
         ).scalar_one_or_none()
         if sim is None:
             raise NotFound(f"SIM {sim_id!r} not found")

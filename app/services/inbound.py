@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from app.db.engine import Database
 from app.db.models import Device, Message, Sim
@@ -46,7 +47,9 @@ async def store_inbound(db: Database, device: Device, sms: ReceivedSms) -> tuple
             if sms.sim_slot is not None:
                 sim = (
                     await session.execute(
-                        select(Sim).where(Sim.device_id == device.id, Sim.slot == sms.sim_slot)
+                        select(Sim).where(
+                            col(Sim.device_id) == device.id, col(Sim.slot) == sms.sim_slot
+                        )
                     )
                 ).scalar_one_or_none()
             message = Message(
@@ -78,9 +81,9 @@ async def _find(db: Database, device_id: str, phone_message_id: str) -> str | No
     async with db.sessions() as session:
         return (
             await session.execute(
-                select(Message.id).where(
-                    Message.device_id == device_id,
-                    Message.phone_message_id == phone_message_id[:200],
+                select(col(Message.id)).where(
+                    col(Message.device_id) == device_id,
+                    col(Message.phone_message_id) == phone_message_id[:200],
                 )
             )
         ).scalar_one_or_none()

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.db.engine import Database
 from app.db.models import Message, Sim
@@ -101,8 +102,8 @@ def sim_matches(selector: str, sim: Sim) -> bool:
 
 async def _parts_used(session: AsyncSession, sim_id: str, since: datetime) -> int:
     used = await session.execute(
-        select(func.coalesce(func.sum(Message.segment_count), 0)).where(
-            Message.sim_id == sim_id, Message.dispatched_at >= since
+        select(func.coalesce(func.sum(col(Message.segment_count)), 0)).where(
+            col(Message.sim_id) == sim_id, col(Message.dispatched_at) >= since
         )
     )
     return int(used.scalar_one())
@@ -127,8 +128,8 @@ async def has_queued(db: Database, project_id: str) -> bool:
     """Whether the project has anything waiting: a cheap look before claiming per phone."""
     async with db.sessions() as session:
         found = await session.execute(
-            select(Message.id)
-            .where(Message.project_id == project_id, Message.status == statuses.QUEUED)
+            select(col(Message.id))
+            .where(col(Message.project_id) == project_id, col(Message.status) == statuses.QUEUED)
             .limit(1)
         )
         return found.first() is not None
@@ -154,8 +155,8 @@ async def claim_for_device(
         in_flight = (
             await session.execute(
                 select(func.count()).where(
-                    Message.device_id == device_id,
-                    Message.status.in_([statuses.SENDING, statuses.ACCEPTED]),
+                    col(Message.device_id) == device_id,
+                    col(Message.status).in_([statuses.SENDING, statuses.ACCEPTED]),
                 )
             )
         ).scalar_one()
@@ -169,12 +170,12 @@ async def claim_for_device(
             await session.execute(
                 select(Message)
                 .where(
-                    Message.project_id == project_id,
-                    Message.status == statuses.QUEUED,
-                    Message.direction == "out",
-                    or_(Message.expires_at.is_(None), Message.expires_at > now),
+                    col(Message.project_id) == project_id,
+                    col(Message.status) == statuses.QUEUED,
+                    col(Message.direction) == "out",
+                    or_(col(Message.expires_at).is_(None), col(Message.expires_at) > now),
                 )
-                .order_by(Message.seq)
+                .order_by(col(Message.seq))
                 .limit(max(capacity * 4, 20))
                 .with_for_update(skip_locked=True)
             )
@@ -222,7 +223,7 @@ async def _device_message(
     return (
         await session.execute(
             select(Message)
-            .where(Message.id == message_id, Message.project_id == device_project)
+            .where(col(Message.id) == message_id, col(Message.project_id) == device_project)
             .with_for_update()
         )
     ).scalar_one_or_none()
@@ -337,19 +338,19 @@ async def sweep(db: Database, ack_timeout_s: float, result_timeout_s: float) -> 
         requeued = await session.execute(
             update(Message)
             .where(
-                Message.status == statuses.SENDING,
-                Message.dispatched_at < now - timedelta(seconds=ack_timeout_s),
+                col(Message.status) == statuses.SENDING,
+                col(Message.dispatched_at) < now - timedelta(seconds=ack_timeout_s),
             )
             .values(status=statuses.QUEUED, device_id=None, sim_id=None)
-            .returning(Message.project_id)
+            .returning(col(Message.project_id))
         )
         projects = set(requeued.scalars())
     expired = await _finish_where(
         db,
         and_(
-            Message.status == statuses.QUEUED,
-            Message.direction == "out",
-            Message.expires_at < now,
+            col(Message.status) == statuses.QUEUED,
+            col(Message.direction) == "out",
+            col(Message.expires_at) < now,
         ),
         statuses.EXPIRED,
         "expired",
@@ -357,8 +358,8 @@ async def sweep(db: Database, ack_timeout_s: float, result_timeout_s: float) -> 
     no_result = await _finish_where(
         db,
         and_(
-            Message.status == statuses.ACCEPTED,
-            Message.accepted_at < now - timedelta(seconds=result_timeout_s),
+            col(Message.status) == statuses.ACCEPTED,
+            col(Message.accepted_at) < now - timedelta(seconds=result_timeout_s),
         ),
         statuses.FAILED,
         "no_result",
@@ -366,7 +367,9 @@ async def sweep(db: Database, ack_timeout_s: float, result_timeout_s: float) -> 
     return SweepResult(projects, expired, no_result)
 
 
-async def _finish_where(db: Database, condition: object, status: str, error_code: str) -> int:
+async def _finish_where(
+    db: Database, condition: ColumnElement[bool], status: str, error_code: str
+) -> int:
     now = utcnow()
     async with db.transaction() as session:
         rows = list(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from app.db.engine import Database
 from app.db.models import ApiKey, Organization, Project, ProjectPolicy
@@ -92,9 +93,9 @@ async def authenticate(db: Database, raw_key: str) -> AuthContext:
     async with db.sessions() as session:
         found = (
             await session.execute(
-                select(ApiKey, Project.organization_id)
-                .join(Project, Project.id == ApiKey.project_id)
-                .where(ApiKey.key_hash == key_hash)
+                select(ApiKey, col(Project.organization_id))
+                .join(Project, col(Project.id) == col(ApiKey.project_id))
+                .where(col(ApiKey.key_hash) == key_hash)
             )
         ).one_or_none()
     key, organization_id = found if found else (None, None)
@@ -192,7 +193,7 @@ async def set_policy(
             raise NotFound(f"project {project_id!r} not found")
         policy = (
             await session.execute(
-                select(ProjectPolicy).where(ProjectPolicy.project_id == project_id)
+                select(ProjectPolicy).where(col(ProjectPolicy.project_id) == project_id)
             )
         ).scalar_one_or_none()
         if policy is None:

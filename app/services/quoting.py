@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.db.engine import Database
 from app.db.models import ProjectPolicy, StoredQuote
@@ -105,7 +106,7 @@ async def policy_for(db: Database, settings: Settings, project_id: str | None) -
     async with db.sessions() as session:
         row = (
             await session.execute(
-                select(ProjectPolicy).where(ProjectPolicy.project_id == project_id)
+                select(ProjectPolicy).where(col(ProjectPolicy.project_id) == project_id)
             )
         ).scalar_one_or_none()
     if row is None:

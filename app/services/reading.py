@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.db.engine import Database
 from app.db.models import CreditAccount, LedgerEntry, Message, MessageRequest, Sim
@@ -137,7 +138,7 @@ class ProjectStats:
 
 
 def _with_sim() -> Select[tuple[Message, str | None]]:
-    return select(Message, Sim.number).outerjoin(Sim, Sim.id == Message.sim_id)
+    return select(Message, col(Sim.number)).outerjoin(Sim, col(Sim.id) == col(Message.sim_id))
 
 
 async def _records(
@@ -150,15 +151,21 @@ async def _records(
 
 def _sender_is(number: str) -> ColumnElement[bool]:
     return or_(
-        Message.from_number == number,
-        and_(Message.from_number.is_(None), Message.direction == "out", Sim.number == number),
+        col(Message.from_number) == number,
+        and_(
+            col(Message.from_number).is_(None),
+            col(Message.direction) == "out",
+            col(Sim.number) == number,
+        ),
     )
 
 
 async def _seq_of(session: AsyncSession, project_id: str, message_id: str) -> int | None:
     return (
         await session.execute(
-            select(Message.seq).where(Message.project_id == project_id, Message.id == message_id)
+            select(col(Message.seq)).where(
+                col(Message.project_id) == project_id, col(Message.id) == message_id
+            )
         )
     ).scalar_one_or_none()
 
@@ -178,24 +185,24 @@ async def list_messages(
         raise InvalidInput(f"`limit` must be from 1 to {MAX_PAGE}", param="limit")
     before_seq = decode_cursor(cursor) if cursor is not None else None
     query = _with_sim().where(
-        Message.project_id == project_id, Message.archived == filters.archived
+        col(Message.project_id) == project_id, col(Message.archived) == filters.archived
     )
     if filters.direction is not None:
-        query = query.where(Message.direction == filters.direction)
+        query = query.where(col(Message.direction) == filters.direction)
     if filters.statuses:
-        query = query.where(Message.status.in_(filters.statuses))
+        query = query.where(col(Message.status).in_(filters.statuses))
     if filters.tag is not None:
-        query = query.where(Message.tag == filters.tag)
+        query = query.where(col(Message.tag) == filters.tag)
     if filters.sim_id is not None:
-        query = query.where(Message.sim_id == filters.sim_id)
+        query = query.where(col(Message.sim_id) == filters.sim_id)
     if filters.to is not None:
-        query = query.where(Message.to_number == filters.to)
+        query = query.where(col(Message.to_number) == filters.to)
     if filters.sender is not None:
         query = query.where(_sender_is(filters.sender))
     if filters.since is not None:
-        query = query.where(Message.created_at >= filters.since)
+        query = query.where(col(Message.created_at) >= filters.since)
     if before_seq is not None:
-        query = query.where(Message.seq < before_seq)
+        query = query.where(col(Message.seq) < before_seq)
     async with db.sessions() as session:
         if filters.since_id is not None:
             after_seq = await _seq_of(session, project_id, filters.since_id)
@@ -204,8 +211,8 @@ async def list_messages(
                     f"`since_id` {filters.since_id!r} is not a message of this project",
                     param="since_id",
                 )
-            query = query.where(Message.seq > after_seq)
-        records = await _records(session, query.order_by(Message.seq.desc()).limit(limit + 1))
+            query = query.where(col(Message.seq) > after_seq)
+        records = await _records(session, query.order_by(col(Message.seq).desc()).limit(limit + 1))
     more = len(records) > limit
     records = records[:limit]
     last_seq = records[-1].message.seq if more and records else None
@@ -217,7 +224,7 @@ async def get_message(db: Database, project_id: str, message_id: str) -> Message
     async with db.sessions() as session:
         records = await _records(
             session,
-            _with_sim().where(Message.project_id == project_id, Message.id == message_id),
+            _with_sim().where(col(Message.project_id) == project_id, col(Message.id) == message_id),
         )
     if not records:
         raise NotFound(f"message {message_id!r} not found")
@@ -231,7 +238,9 @@ async def get_request(db: Database, project_id: str | None, request_id: str) -> 
     for unknown ids, so the answer tells nothing about which ids exist)."""
     async with db.sessions() as session:
         request = (
-            await session.execute(select(MessageRequest).where(MessageRequest.id == request_id))
+            await session.execute(
+                select(MessageRequest).where(col(MessageRequest.id) == request_id)
+            )
         ).scalar_one_or_none()
         if project_id is None:
             if request is None or request.billing != "x402":
@@ -244,8 +253,10 @@ async def get_request(db: Database, project_id: str | None, request_id: str) -> 
         records = await _records(
             session,
             _with_sim()
-            .where(Message.project_id == request.project_id, Message.request_id == request.id)
-            .order_by(Message.seq),
+            .where(
+                col(Message.project_id) == request.project_id, col(Message.request_id) == request.id
+            )
+            .order_by(col(Message.seq)),
         )
     found = [record.message.status for record in records]
     return RequestView(
@@ -264,11 +275,11 @@ def _count_where(*conditions: Any) -> ColumnElement[int]:
 
 
 def _window_columns(since: datetime) -> list[ColumnElement[int]]:
-    recent = Message.created_at >= since
+    recent = col(Message.created_at) >= since
     return [
-        _count_where(recent, Message.status.in_(SENT_STATUSES)),
-        _count_where(recent, Message.status == statuses.RECEIVED),
-        _count_where(recent, Message.status.in_(FAILED_STATUSES)),
+        _count_where(recent, col(Message.status).in_(SENT_STATUSES)),
+        _count_where(recent, col(Message.status) == statuses.RECEIVED),
+        _count_where(recent, col(Message.status).in_(FAILED_STATUSES)),
     ]
 
 
@@ -278,11 +289,11 @@ async def project_stats(db: Database, project_id: str, now: datetime | None = No
     messages: charges minus refunds, in USDC atomic units."""
     now = now or utcnow()
     columns = [
-        _count_where(Message.status.in_(SENT_STATUSES)),
-        _count_where(Message.status == statuses.DELIVERED),
-        _count_where(Message.status == statuses.RECEIVED),
-        _count_where(Message.status.in_(FAILED_STATUSES)),
-        _count_where(Message.status.in_(PENDING_STATUSES)),
+        _count_where(col(Message.status).in_(SENT_STATUSES)),
+        _count_where(col(Message.status) == statuses.DELIVERED),
+        _count_where(col(Message.status) == statuses.RECEIVED),
+        _count_where(col(Message.status).in_(FAILED_STATUSES)),
+        _count_where(col(Message.status).in_(PENDING_STATUSES)),
         *_window_columns(now - timedelta(hours=24)),
         *_window_columns(now - timedelta(days=7)),
     ]
@@ -290,16 +301,16 @@ async def project_stats(db: Database, project_id: str, now: datetime | None = No
         counts = [
             int(value)
             for value in (
-                await session.execute(select(*columns).where(Message.project_id == project_id))
+                await session.execute(select(*columns).where(col(Message.project_id) == project_id))
             ).one()
         ]
         ledger_total = (
             await session.execute(
-                select(func.coalesce(func.sum(LedgerEntry.amount_atomic), 0))
-                .join(CreditAccount, CreditAccount.id == LedgerEntry.account_id)
+                select(func.coalesce(func.sum(col(LedgerEntry.amount_atomic)), 0))
+                .join(CreditAccount, col(CreditAccount.id) == col(LedgerEntry.account_id))
                 .where(
-                    CreditAccount.project_id == project_id,
-                    LedgerEntry.kind.in_([ledger.CHARGE, ledger.REFUND]),
+                    col(CreditAccount.project_id) == project_id,
+                    col(LedgerEntry.kind).in_([ledger.CHARGE, ledger.REFUND]),
                 )
             )
         ).scalar_one()
@@ -321,9 +332,9 @@ async def archive_message(db: Database, project_id: str, message_id: str) -> Mes
     async with db.transaction() as session:
         changed = await session.execute(
             update(Message)
-            .where(Message.project_id == project_id, Message.id == message_id)
+            .where(col(Message.project_id) == project_id, col(Message.id) == message_id)
             .values(archived=True)
-            .returning(Message.id)
+            .returning(col(Message.id))
         )
         if changed.scalar_one_or_none() is None:
             raise NotFound(f"message {message_id!r} not found")

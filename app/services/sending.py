@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from app.db.engine import Database
 from app.db.models import Message, MessageRequest
@@ -68,8 +69,8 @@ async def _replay(
         previous = (
             await session.execute(
                 select(MessageRequest).where(
-                    MessageRequest.project_id == project_id,
-                    MessageRequest.idempotency_key == key,
+                    col(MessageRequest.project_id) == project_id,
+                    col(MessageRequest.idempotency_key) == key,
                 )
             )
         ).scalar_one_or_none()

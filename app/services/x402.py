@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.db.engine import Database
 from app.db.models import MessageRequest, Payment, StoredQuote
@@ -459,7 +460,7 @@ class X402Gateway:
             async with self.db.transaction() as session:
                 await session.execute(
                     update(Payment)
-                    .where(Payment.id == payment_id)
+                    .where(col(Payment.id) == payment_id)
                     .values(status=SETTLED, tx_hash=settlement.tx_hash, settled_at=utcnow())
                 )
                 body = await finish(session, paid, quote)
@@ -589,9 +590,9 @@ class X402Gateway:
         """Undoes `_reserve` after a settlement that moved nothing: no payment is recorded,
         the quote and the authorization can pay again."""
         async with self.db.transaction() as session:
-            await session.execute(delete(Payment).where(Payment.id == payment_id))
+            await session.execute(delete(Payment).where(col(Payment.id) == payment_id))
             await session.execute(
-                update(StoredQuote).where(StoredQuote.id == quote.id).values(used_at=None)
+                update(StoredQuote).where(col(StoredQuote.id) == quote.id).values(used_at=None)
             )
             if quote.credit_atomic > 0 and quote.payer is not None:
                 await credits.refund_payer(
@@ -606,7 +607,7 @@ class X402Gateway:
     async def _note_pending(self, payment_id: str, tx_hash: str) -> None:
         async with self.db.transaction() as session:
             await session.execute(
-                update(Payment).where(Payment.id == payment_id).values(tx_hash=tx_hash.lower())
+                update(Payment).where(col(Payment.id) == payment_id).values(tx_hash=tx_hash.lower())
             )
 
 
@@ -664,8 +665,10 @@ async def _authorization_recorded(
     session: AsyncSession, network: str, payer: str, nonce: str
 ) -> bool:
     found = await session.execute(
-        select(Payment.id).where(
-            Payment.network == network, Payment.payer == payer, Payment.nonce == nonce
+        select(col(Payment.id)).where(
+            col(Payment.network) == network,
+            col(Payment.payer) == payer,
+            col(Payment.nonce) == nonce,
         )
     )
     return found.first() is not None
@@ -673,7 +676,9 @@ async def _authorization_recorded(
 
 async def _tx_recorded(session: AsyncSession, network: str, tx_hash: str) -> bool:
     found = await session.execute(
-        select(Payment.id).where(Payment.network == network, Payment.tx_hash == tx_hash)
+        select(col(Payment.id)).where(
+            col(Payment.network) == network, col(Payment.tx_hash) == tx_hash
+        )
     )
     return found.first() is not None
 
@@ -693,7 +698,9 @@ async def _find_quote(
     quote for the same content whose amount due equals the authorization's value."""
     if quote_id:
         quote = (
-            await session.execute(select(StoredQuote).where(StoredQuote.id == quote_id.strip()))
+            await session.execute(
+                select(StoredQuote).where(col(StoredQuote.id) == quote_id.strip())
+            )
         ).scalar_one_or_none()
         if (
             quote is None
@@ -704,18 +711,20 @@ async def _find_quote(
             raise PaymentInvalid("quote_not_found", f"no {purpose} quote {quote_id!r} to pay")
         return quote
     query = select(StoredQuote).where(
-        StoredQuote.purpose == purpose,
-        StoredQuote.network == network,
-        StoredQuote.body_sha256 == body_sha256,
-        StoredQuote.used_at.is_(None),
-        StoredQuote.expires_at > utcnow(),
+        col(StoredQuote.purpose) == purpose,
+        col(StoredQuote.network) == network,
+        col(StoredQuote.body_sha256) == body_sha256,
+        col(StoredQuote.used_at).is_(None),
+        col(StoredQuote.expires_at) > utcnow(),
     )
     query = query.where(
-        StoredQuote.project_id.is_(None)
+        col(StoredQuote.project_id).is_(None)
         if project_id is None
-        else StoredQuote.project_id == project_id
+        else col(StoredQuote.project_id) == project_id
     )
-    candidates = (await session.execute(query.order_by(StoredQuote.seq.desc()).limit(20))).scalars()
+    candidates = (
+        await session.execute(query.order_by(col(StoredQuote.seq).desc()).limit(20))
+    ).scalars()
     for quote in candidates:
         if quote.total_atomic - quote.credit_atomic == amount_atomic and (
             quote.payer is None or quote.payer == payer
@@ -754,9 +763,9 @@ def _check_payer(quote: StoredQuote, payer: str) -> None:
 async def _use_quote(session: AsyncSession, quote: StoredQuote) -> None:
     taken = await session.execute(
         update(StoredQuote)
-        .where(StoredQuote.id == quote.id, StoredQuote.used_at.is_(None))
+        .where(col(StoredQuote.id) == quote.id, col(StoredQuote.used_at).is_(None))
         .values(used_at=utcnow())
-        .returning(StoredQuote.id)
+        .returning(col(StoredQuote.id))
     )
     if taken.scalar_one_or_none() is None:
         raise PaymentInvalid("quote_used", f"quote {quote.id} was already paid")

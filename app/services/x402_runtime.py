@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from app.db.engine import Database
 from app.db.models import Organization, Project
@@ -115,8 +116,8 @@ async def x402_project_id(db: Database, settings: Settings) -> str:
             org = (
                 await session.execute(
                     select(Organization)
-                    .where(Organization.name == "operator")
-                    .order_by(Organization.seq)
+                    .where(col(Organization.name) == "operator")
+                    .order_by(col(Organization.seq))
                     .limit(1)
                 )
             ).scalar_one_or_none()
@@ -127,8 +128,8 @@ async def x402_project_id(db: Database, settings: Settings) -> str:
             project = (
                 await session.execute(
                     select(Project)
-                    .where(Project.organization_id == org.id, Project.name == "x402")
-                    .order_by(Project.seq)
+                    .where(col(Project.organization_id) == org.id, col(Project.name) == "x402")
+                    .order_by(col(Project.seq))
                     .limit(1)
                 )
             ).scalar_one_or_none()
