@@ -476,6 +476,22 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"; {' '.join(settings['server_env'])})" if settings["server_env"] else ")")
 
 
+def report(
+    result: dict[str, Any], json_path: Path, print_table: Callable[[dict[str, Any]], None]
+) -> None:
+    """Prints the table and writes the JSON, with a note of the machine it ran on."""
+    result["machine"] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+    print_table(result)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {json_path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--phones", type=int, default=500)
@@ -500,17 +516,7 @@ def main() -> None:
     wanted = min(hard, max(soft, args.phones * 2 + 256))
     resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
-    result = asyncio.run(run(args))
-    result["machine"] = {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
-    }
-    print_table(result)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    report(asyncio.run(run(args)), args.json, print_table)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -60,6 +57,7 @@ from scripts.bench.phones import (  # noqa: E402
     free_port,
     fresh_database,
     percentiles,
+    report,
     server_process,
 )
 
@@ -386,17 +384,7 @@ def main() -> None:
     parser.add_argument("--reference-phones", action="store_true")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = parser.parse_args()
-    result = asyncio.run(run(args))
-    result["machine"] = {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
-    }
-    print_table(result)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    report(asyncio.run(run(args)), args.json, print_table)
 
 
 if __name__ == "__main__":
