@@ -14,7 +14,9 @@ from typing import Any
 
 from litestar import WebSocket
 from litestar.channels import ChannelsPlugin
+from litestar.exceptions import WebSocketDisconnect
 from litestar.types import ReceiveMessage
+from uvicorn.protocols.utils import ClientDisconnected
 
 from app.db.engine import Database
 from app.db.models import Device, Sim
@@ -26,6 +28,9 @@ from app.services.inbound import ReceivedSms, store_inbound
 from app.settings import Settings
 
 log = get_logger("simwire.hub")
+
+# What sending to a socket the phone already closed raises (Litestar's, then the server's).
+_GONE = (WebSocketDisconnect, ClientDisconnected)
 
 DISPATCH_CHANNEL = "simwire_dispatch"
 DEVICE_CHANNEL = "simwire_devices"
@@ -248,6 +253,8 @@ class Hub:
         pinger = asyncio.create_task(self._ping(connection))
         try:
             await self._receive_loop(connection)
+        except _GONE:
+            pass  # the phone went away while we were answering it: an ordinary disconnect
         except Exception as exc:
             log.error("phone_socket_failed", device_id=device.id, error=repr(exc), exc_info=exc)
             await connection.close(1011, "server error")

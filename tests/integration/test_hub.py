@@ -91,7 +91,8 @@ async def test_paired_phone_connects_and_its_sims_are_visible(hub_settings, db, 
             server, paired["token"], tmp_path / "p.db", FakeRadio(sims=fake_sims(2))
         )
         try:
-            listing = (await http.get("/v1/devices", headers=tenant.headers)).json()
+            # `hello` is on its way when the client reports itself connected: wait for the SIMs.
+            listing = await eventually(lambda: _devices_with_sims(http, tenant.headers))
             assert listing["count"] == 1 and listing["data"][0]["online"] is True
             assert [s["slot"] for s in listing["data"][0]["sims"]] == [0, 1]
             sims = (await http.get("/v1/sims", headers=tenant.headers)).json()
@@ -101,6 +102,11 @@ async def test_paired_phone_connects_and_its_sims_are_visible(hub_settings, db, 
             await phone.stop()
         sims = await eventually(lambda: _offline_inventory(http, tenant.headers), timeout_s=5)
         assert sims["live_sims"] == [] and len(sims["known_sims"]) == 2
+
+
+async def _devices_with_sims(http, headers):
+    body = (await http.get("/v1/devices", headers=headers)).json()
+    return body if body["data"] and body["data"][0]["sims"] else None
 
 
 async def _offline_inventory(http, headers):
@@ -158,7 +164,8 @@ async def test_phone_dropping_before_accepting_hands_the_message_to_another(
         finally:
             await phone.stop()
     message = await status_of(db, message_id)
-    assert message.device_id == second.device.id and message.attempts == 2
+    # At least A's offer and B's; on a slow machine B's first offer may also time out.
+    assert message.device_id == second.device.id and message.attempts >= 2
     assert [s.message_id for s in phone.radio.sent] == [message_id]
 
 
@@ -348,14 +355,15 @@ async def test_a_device_never_receives_another_projects_messages(hub_settings, d
             await asyncio.sleep(0.5)
             assert [s.message_id for s in phone.radio.sent] == [a_message]
             assert (await status_of(db, b_message)).status == "queued"
-            # A phone reporting on another project's message changes nothing.
-            raw = await RawPhone.connect(server, a_device.token)
-            await raw.send({"type": "send_result", "id": b_message, "success": False})
-            assert (await raw.next("error"))["code"] == "unknown_message"
-            await raw.close()
-            assert (await status_of(db, b_message)).status == "queued"
         finally:
             await phone.stop()
+        # A phone reporting on another project's message changes nothing. (The reference phone
+        # is stopped first: two sockets with one token would keep replacing each other.)
+        raw = await RawPhone.connect(server, a_device.token)
+        await raw.send({"type": "send_result", "id": b_message, "success": False})
+        assert (await raw.next("error"))["code"] == "unknown_message"
+        await raw.close()
+        assert (await status_of(db, b_message)).status == "queued"
 
 
 async def test_malformed_frames_and_garbage_never_break_the_socket(hub_settings, db):

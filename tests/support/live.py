@@ -39,7 +39,7 @@ def fast_settings(settings: Settings, **changes: object) -> Settings:
     """Timeouts short enough for tests to watch them pass."""
     values = {
         "sweep_interval_s": 0.2,
-        "ack_timeout_s": 2.0,
+        "ack_timeout_s": 4.0,  # tests of the timeout itself set it lower
         "phone_ping_interval_s": 5.0,
         "phone_idle_timeout_s": 30.0,
         **changes,
@@ -98,6 +98,12 @@ async def start_phone(
     client = PhoneClient(url, token, radio, store, heartbeat_s=5, backoff_max_s=1, **client_options)
     task = asyncio.create_task(client.run())
     await asyncio.wait_for(client.connected.wait(), timeout=10)
+    if isinstance(server, LiveServer) and client.server_info:
+        # The phone is ready once the server has stored the SIMs from its `hello`.
+        device_id = client.server_info["device_id"]
+        await eventually(
+            lambda: (c := server.hub.connections.get(device_id)) is not None and c.ready
+        )
     return RunningPhone(client, radio, task)
 
 
