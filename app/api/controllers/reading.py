@@ -112,7 +112,7 @@ class ReadingController(Controller):
         dependencies={"auth": Provide(require_scope("messages.send"))},
     )
     async def cancel_message(self, db: Database, auth: AuthContext, message_id: str) -> MessageOut:
-        """409 `not_cancelable` (with `status`) once the message has left the queue."""
+        """409 `not_cancelable` (with `current_status`) once the message has left the queue."""
         return message_out(await reading.cancel_message(db, auth.project_id, message_id))
 
     @post(
