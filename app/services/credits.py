@@ -18,35 +18,37 @@ from app.domain.errors import InsufficientCredits, NotFound
 from app.services.ids import new_id, utcnow
 
 
-async def _project_account(session: AsyncSession, project_id: str) -> CreditAccount:
-    account = (
-        await session.execute(
-            select(CreditAccount).where(col(CreditAccount.project_id) == project_id)
-        )
-    ).scalar_one_or_none()
-    if account is None:
-        account = CreditAccount(id=new_id("acct"), project_id=project_id, created_at=utcnow())
-        session.add(account)
-        await session.flush()
-    return account
+def _project_owner(project_id: str) -> ColumnElement[bool]:
+    return col(CreditAccount.project_id) == project_id
 
 
-async def _payer_account(session: AsyncSession, payer: str, network: str) -> CreditAccount:
-    payer = payer.lower()
-    account = (
-        await session.execute(
-            select(CreditAccount).where(
-                col(CreditAccount.payer) == payer, col(CreditAccount.network) == network
+def _payer_owner(payer: str, network: str) -> ColumnElement[bool]:
+    return (col(CreditAccount.payer) == payer.lower()) & (col(CreditAccount.network) == network)
+
+
+async def _find_account(session: AsyncSession, owner: ColumnElement[bool]) -> CreditAccount | None:
+    return (await session.execute(select(CreditAccount).where(owner))).scalar_one_or_none()
+
+
+async def _ensure_account(
+    session: AsyncSession,
+    owner: ColumnElement[bool],
+    project_id: str | None = None,
+    payer: str | None = None,
+    network: str | None = None,
+) -> None:
+    """Opens the account a credit goes to; debits need none (no account means no balance)."""
+    if await _find_account(session, owner) is None:
+        session.add(
+            CreditAccount(
+                id=new_id("acct"),
+                project_id=project_id,
+                payer=payer,
+                network=network,
+                created_at=utcnow(),
             )
         )
-    ).scalar_one_or_none()
-    if account is None:
-        account = CreditAccount(
-            id=new_id("acct"), payer=payer, network=network, created_at=utcnow()
-        )
-        session.add(account)
         await session.flush()
-    return account
 
 
 async def _apply(
@@ -99,18 +101,12 @@ async def credit_project(
     project_id: str,
     kind: str,
     amount_atomic: int,
-    note: str | None = None,
-    tx_hash: str | None = None,
+    **refs: str | None,
 ) -> LedgerEntry:
-    account = await _project_account(session, project_id)
-    return await _apply(
-        session,
-        col(CreditAccount.id) == account.id,
-        kind,
-        amount_atomic,
-        note=note,
-        tx_hash=tx_hash,
-    )
+    """A credit (`grant`, `topup`, `refund`) to a project; `refs` are the ledger row's
+    `request_id`, `message_id`, `tx_hash` and `note`."""
+    await _ensure_account(session, _project_owner(project_id), project_id=project_id)
+    return await _apply(session, _project_owner(project_id), kind, amount_atomic, **refs)
 
 
 async def charge_project(
@@ -120,7 +116,7 @@ async def charge_project(
     # One conditional UPDATE: a project that never had credit has no account, hence no row.
     return await _apply(
         session,
-        col(CreditAccount.project_id) == project_id,
+        _project_owner(project_id),
         ledger.CHARGE,
         amount_atomic,
         request_id=request_id,
@@ -129,14 +125,8 @@ async def charge_project(
 
 async def payer_balance(session: AsyncSession, payer: str, network: str) -> int:
     """A paying wallet's refund credit on `network`, in USDC atomic units (0 if none)."""
-    balance = (
-        await session.execute(
-            select(col(CreditAccount.balance_atomic)).where(
-                col(CreditAccount.payer) == payer.lower(), col(CreditAccount.network) == network
-            )
-        )
-    ).scalar_one_or_none()
-    return int(balance or 0)
+    account = await _find_account(session, _payer_owner(payer, network))
+    return account.balance_atomic if account else 0
 
 
 async def charge_payer(
@@ -144,28 +134,25 @@ async def charge_payer(
 ) -> LedgerEntry:
     """Spends a paying wallet's refund credit, or raises InsufficientCredits having changed
     nothing."""
-    account = await _payer_account(session, payer, network)
     return await _apply(
-        session,
-        col(CreditAccount.id) == account.id,
-        ledger.CHARGE,
-        amount_atomic,
-        request_id=request_id,
+        session, _payer_owner(payer, network), ledger.CHARGE, amount_atomic, request_id=request_id
     )
+
+
+async def _credit_payer(
+    session: AsyncSession, payer: str, network: str, amount_atomic: int, **refs: str | None
+) -> LedgerEntry:
+    owner = _payer_owner(payer, network)
+    await _ensure_account(session, owner, payer=payer.lower(), network=network)
+    return await _apply(session, owner, ledger.REFUND, amount_atomic, **refs)
 
 
 async def refund_payer(
     session: AsyncSession, payer: str, network: str, amount_atomic: int, request_id: str, note: str
 ) -> LedgerEntry:
     """Gives a wallet back credit that `charge_payer` took for a payment that did not settle."""
-    account = await _payer_account(session, payer, network)
-    return await _apply(
-        session,
-        col(CreditAccount.id) == account.id,
-        ledger.REFUND,
-        amount_atomic,
-        request_id=request_id,
-        note=note,
+    return await _credit_payer(
+        session, payer, network, amount_atomic, request_id=request_id, note=note
     )
 
 
@@ -189,19 +176,14 @@ async def refund_message(session: AsyncSession, message: Message) -> bool:
                 select(MessageRequest).where(col(MessageRequest.id) == message.request_id)
             )
         ).scalar_one_or_none()
-    if request is not None and request.billing == "x402" and request.payer and request.network:
-        account = await _payer_account(session, request.payer, request.network)
-    else:
-        account = await _project_account(session, message.project_id)
     # The flip above makes this once per message; the ledger's unique message_id backs it up.
-    await _apply(
-        session,
-        col(CreditAccount.id) == account.id,
-        ledger.REFUND,
-        message.price_atomic,
-        message_id=message.id,
-        request_id=message.request_id,
-    )
+    refs = {"message_id": message.id, "request_id": message.request_id}
+    if request is not None and request.billing == "x402" and request.payer and request.network:
+        await _credit_payer(session, request.payer, request.network, message.price_atomic, **refs)
+    else:
+        await credit_project(
+            session, message.project_id, ledger.REFUND, message.price_atomic, **refs
+        )
     message.refunded = True
     return True
 
@@ -217,11 +199,7 @@ async def project_ledger(
     db: Database, project_id: str, limit: int = 50, before_seq: int | None = None
 ) -> LedgerPage:
     async with db.sessions() as session:
-        account = (
-            await session.execute(
-                select(CreditAccount).where(col(CreditAccount.project_id) == project_id)
-            )
-        ).scalar_one_or_none()
+        account = await _find_account(session, _project_owner(project_id))
         if account is None:
             return LedgerPage(0, [], None)
         query = select(LedgerEntry).where(col(LedgerEntry.account_id) == account.id)
@@ -240,11 +218,7 @@ async def project_ledger(
 async def ledger_sum(db: Database, project_id: str) -> tuple[int, int]:
     """(balance, sum of ledger amounts) for a project: equal unless something is broken."""
     async with db.sessions() as session:
-        account = (
-            await session.execute(
-                select(CreditAccount).where(col(CreditAccount.project_id) == project_id)
-            )
-        ).scalar_one_or_none()
+        account = await _find_account(session, _project_owner(project_id))
         if account is None:
             return 0, 0
         total = (
