@@ -137,7 +137,7 @@ class MessageRequest(SQLModel, table=True):
     payment_id: str | None = Field(default=None, max_length=40)
     total_atomic: int = Field(default=0, sa_type=sa.BigInteger)
     segment_count: int = 0
-    idempotency_key: str | None = Field(default=None, max_length=200)
+    idempotency_key: str | None = Field(default=None, max_length=255)
     request_sha256: str | None = Field(default=None, max_length=64)
     response: dict | None = Field(default=None, sa_type=sa.JSON)
     created_at: datetime = Field(sa_type=UTCDateTime)
@@ -243,12 +243,19 @@ class ProjectPolicy(SQLModel, table=True):
 class Payment(SQLModel, table=True):
     """USDC received on chain for one quote: an EIP-3009 authorization (`nonce`) or a plain
     transfer (`tx_hash` only). An authorization is `reserved` before it is settled, so one
-    signature can never pay twice; each transaction hash pays at most once."""
+    signature can never pay twice; each transaction hash pays at most once.
+
+    A reserved row carries all it takes to finish without the request that made it: the
+    signed authorization (`header`), the settlement transaction's hash (recorded before it is
+    broadcast), the block to search for it from, and the `order` to fulfil once paid, so the
+    reconciliation sweep can settle or release it after a crash. `response` is the outcome a
+    retry of the same payment gets back."""
 
     __tablename__ = "payments"
     __table_args__ = (
         sa.UniqueConstraint("network", "payer", "nonce", name="uq_payments_authorization"),
         sa.UniqueConstraint("network", "tx_hash", name="uq_payments_tx_hash"),
+        sa.Index("ix_payments_status", "status"),
     )
 
     seq: int | None = Field(default=None, primary_key=True)
@@ -262,5 +269,13 @@ class Payment(SQLModel, table=True):
     purpose: str = Field(max_length=16)
     status: str = Field(max_length=16)
     project_id: str | None = Field(default=None, max_length=40)
+    header: str | None = Field(default=None, sa_type=sa.Text)
+    header_version: int | None = None
+    valid_before: int | None = Field(default=None, sa_type=sa.BigInteger)
+    from_block: int | None = Field(default=None, sa_type=sa.BigInteger)
+    request_id: str | None = Field(default=None, max_length=40)
+    order: dict | None = Field(default=None, sa_type=sa.JSON)
+    response: dict | None = Field(default=None, sa_type=sa.JSON)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     created_at: datetime = Field(sa_type=UTCDateTime)
     settled_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
