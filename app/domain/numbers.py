@@ -20,6 +20,10 @@ _MAX_SHORT_DIGITS = 10
 
 _URI_SCHEME_RE = re.compile(r"^\s*(?:tel|sms|smsto|callto|mms|mmsto)\s*:\s*", re.IGNORECASE)
 _PLUS_SIGNS = ("+", "\uff0b")  # ASCII plus and the full-width plus phonenumbers also accepts
+# How a destination may be written: at most one leading plus, then a digit (or an opening
+# parenthesis and a digit), then digits and separators only. phonenumbers itself skips leading
+# junk (`++1…`, `x+1…`) and reads extensions (`ext 1`, `;1`, `,,1`), which an SMS cannot reach.
+_WELL_FORMED_RE = re.compile(r"[+\uff0b]?\(?\d[\d\s().\-\u2010-\u2015\u2212]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +92,25 @@ def normalize_destination(raw: str, region: str | None = None) -> Destination:
     International input (`+44…`) needs no hint; national input (`020 7946 0000`) needs the ISO
     `region` it is dialled from. Raises `EmergencyNumberBlocked` first for emergency numbers (see
     `is_emergency_destination`), then `InvalidNumber` for anything phonenumbers does not accept as
-    a valid number, including service short codes (`311`, `988`), and for national input without
-    a known region. A region hint is ignored for international input.
+    a valid number, including service short codes (`311`, `988`), for national input without a
+    known region, for extensions (`+1 415 555 0100 ext 1`) and for anything not written as an
+    optional `+`, then digits with spaces, dots, dashes or parentheses (`++1…`, `x+1…`). A region
+    hint is ignored for international input.
     """
     if is_emergency_destination(raw, region):
         raise EmergencyNumberBlocked(raw)
     text = _URI_SCHEME_RE.sub("", raw or "").strip()
     international = text.startswith(_PLUS_SIGNS)
     hint = _region_hint(region)
+    if not _WELL_FORMED_RE.fullmatch(text):
+        parsed = _parse(text, None if international else hint or "ZZ")
+        if parsed is not None and parsed.extension:
+            raise InvalidNumber(raw, "a number with an extension, which an SMS cannot reach")
+        raise InvalidNumber(
+            raw,
+            "not written as a phone number: an optional leading +, then digits with spaces, "
+            "dots, dashes or parentheses between them",
+        )
     if not international and hint is None:
         if region:
             raise InvalidNumber(raw, f"a national number and {region!r} is no known region")

@@ -260,3 +260,66 @@ def test_example_numbers_of_every_region_are_never_blocked_and_normalize() -> No
             if destination != expected:
                 failures.append((region, kind, raw, hint, destination))
     assert failures == []
+
+
+# --- extensions and malformed prefixes ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "region"),
+    [
+        ("+1 415 555 0100 ext 1", None),
+        ("+1 415 555 2671 ext. 12", None),
+        ("+1 415 555 2671 x1", None),
+        ("+1 415 555 2671;ext=1", None),
+        ("tel:+1-415-555-2671;ext=12", None),
+        ("+1 415 555 2671,,1", None),
+        ("+1 415 555 2671 #1", None),
+        ("(415) 555-2671 ext 3", "US"),
+    ],
+)
+def test_numbers_with_an_extension_are_invalid(raw: str, region: str | None) -> None:
+    with pytest.raises(InvalidNumber) as raised:
+        normalize_destination(raw, region)
+    assert raised.value.code == "invalid_number"
+    assert "extension" in raised.value.message
+    assert raised.value.details == {"number": raw}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "++1 415 555 2671",
+        "++14155552671",
+        "+\uff0b14155552671",
+        "+-1 415 555 2671",
+        "+ 1 415 555 2671",
+        "x+14155552671",
+        "abc +14155552671",
+        "1+415 555 2671",
+        "+1 415 555 2671 e",
+        "+1 415 555 2671\x00",
+        "+1 (415) 555-2671 ;",
+    ],
+)
+def test_malformed_prefixes_and_stray_characters_are_invalid(raw: str) -> None:
+    with pytest.raises(InvalidNumber) as raised:
+        normalize_destination(raw)
+    assert raised.value.code == "invalid_number"
+    assert raised.value.details == {"number": raw}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "+1.415.555.2671",
+        "+1 (415) 555-2671",
+        "+1\u00a0415\u00a0555\u00a02671",
+        "+1 415 \uff15\uff15\uff15 2671",
+        "\uff0b1 415 555 2671",
+        "+1\u2011415\u2011555\u20112671",
+        " +14155552671\n",
+    ],
+)
+def test_ordinary_separators_and_a_single_plus_are_still_accepted(raw: str) -> None:
+    assert normalize_destination(raw) == Destination("+14155552671", "US")
