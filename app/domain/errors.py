@@ -32,6 +32,10 @@ class TooManyRecipients(InvalidInput):
     code = "too_many_recipients"
 
 
+class InvalidIdempotencyKey(InvalidInput):
+    code = "invalid_idempotency_key"
+
+
 class InvalidNumber(InvalidInput):
     code = "invalid_number"
 

@@ -147,6 +147,40 @@ async def test_idempotent_retry_charges_once_and_other_body_conflicts(client, db
     assert await count(db, Message) == 1
 
 
+async def test_long_idempotency_keys_never_collide_and_overlong_ones_are_refused(client, db):
+    tenant = await new_tenant(db)
+    await credits.grant(db, tenant.project_id, 10 * RATE)
+    payload = {"to": "+14155550100", "message": "Order 1234 shipped"}
+    # Two keys equal in their first 254 characters (200 used to be kept) name two requests.
+    key_a, key_b = "k" * 254 + "a", "k" * 254 + "b"
+    first = await client.post(
+        "/v1/messages", json=payload, headers={**tenant.headers, "Idempotency-Key": key_a}
+    )
+    second = await client.post(
+        "/v1/messages",
+        json={**payload, "message": "Order 1235 shipped"},
+        headers={**tenant.headers, "Idempotency-Key": key_b},
+    )
+    assert first.status_code == second.status_code == 202, (first.text, second.text)
+    assert first.json()["request_id"] != second.json()["request_id"]
+    repeat = await client.post(
+        "/v1/messages", json=payload, headers={**tenant.headers, "Idempotency-Key": key_a}
+    )
+    assert repeat.json() == first.json()
+    async with db.sessions() as session:
+        stored = set((await session.execute(select(MessageRequest.idempotency_key))).scalars())
+    assert stored == {key_a, key_b}
+
+    overlong = await client.post(
+        "/v1/messages", json=payload, headers={**tenant.headers, "Idempotency-Key": "k" * 256}
+    )
+    assert overlong.status_code == 400
+    assert overlong.json()["error"] == "invalid_idempotency_key"
+    assert "255" in overlong.json()["message"]
+    assert await count(db, Message) == 2
+    assert await credits.ledger_sum(db, tenant.project_id) == (8 * RATE, 8 * RATE)
+
+
 async def test_cancel_refunds_once_even_when_raced_with_dispatch(settings, db, tmp_path):
     tenant = await new_tenant(db)
     await credits.grant(db, tenant.project_id, 10 * RATE)

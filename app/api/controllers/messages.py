@@ -10,7 +10,13 @@ from app.api.auth import optional_auth
 from app.api.controllers.payments import pay_per_call
 from app.db.engine import Database
 from app.domain import pricing
-from app.domain.errors import InsufficientCredits, InvalidBody, InvalidInput, Unauthorized
+from app.domain.errors import (
+    InsufficientCredits,
+    InvalidBody,
+    InvalidIdempotencyKey,
+    InvalidInput,
+    Unauthorized,
+)
 from app.domain.segments import plan_segments
 from app.hub.hub import Hub
 from app.payments.wire import PAYMENT_REQUIRED_HEADER
@@ -85,8 +91,25 @@ def parse_options(payload: dict[str, Any], idempotency_key: str | None) -> sendi
         region=_region(payload),
         sim=_optional_text({"sim": sim}, "sim", 64),
         ttl_s=ttl,
-        idempotency_key=(idempotency_key or "").strip()[:200] or None,
+        idempotency_key=_idempotency_key(idempotency_key),
     )
+
+
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+def _idempotency_key(raw: str | None) -> str | None:
+    """The `Idempotency-Key` header as given (blank means none). Never shortened: two keys
+    that differ only past some length must not name the same request."""
+    key = (raw or "").strip()
+    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidIdempotencyKey(
+            f"`Idempotency-Key` is {len(key)} characters; at most "
+            f"{MAX_IDEMPOTENCY_KEY_CHARS} are allowed"
+        )
+    if not key.isprintable():
+        raise InvalidIdempotencyKey("`Idempotency-Key` must not contain control characters")
+    return key or None
 
 
 def _region(payload: dict[str, Any]) -> str | None:
