@@ -10,15 +10,52 @@ import structlog
 
 from app.domain.credentials import redact_secrets
 
-_SECRET_FIELDS = {"key", "raw_key", "token", "secret", "password", "authorization", "relayer_key"}
+_SECRET_FIELDS = {
+    "key",
+    "raw_key",
+    "api_key",
+    "x-api-key",
+    "token",
+    "device_token",
+    "secret",
+    "password",
+    "authorization",
+    "relayer_key",
+}
+_PLAIN = (int, float, bool, type(None))
+
+
+def _scrubbed(value: Any, depth: int = 0) -> Any:
+    """`value` with every secret in it redacted, however deep (dicts, lists, tuples, sets) and
+    whatever the type (an object whose text holds a secret is logged as its redacted text)."""
+    if isinstance(value, str):
+        return redact_secrets(value)
+    if isinstance(value, _PLAIN) or depth > 20:
+        return value
+    if isinstance(value, dict):
+        return {
+            name: "[redacted]"
+            if isinstance(name, str) and name.lower() in _SECRET_FIELDS
+            else _scrubbed(item, depth + 1)
+            for name, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_scrubbed(item, depth + 1) for item in value]
+    if isinstance(value, tuple | set | frozenset):
+        return tuple(_scrubbed(item, depth + 1) for item in value)
+    text = str(value)
+    redacted = redact_secrets(text)
+    return value if redacted == text else redacted
 
 
 def _scrub(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     for name, value in list(event.items()):
+        if name.startswith("_"):
+            continue  # the formatter's own bookkeeping (`_record`), not logged
         if name.lower() in _SECRET_FIELDS:
             event[name] = "[redacted]"
-        elif isinstance(value, str):
-            event[name] = redact_secrets(value)
+        else:
+            event[name] = _scrubbed(value)
     return event
 
 
@@ -29,8 +66,7 @@ class _ScrubFilter(logging.Filter):
         if isinstance(record.msg, str):
             record.msg = redact_secrets(record.msg)
         if record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
-            record.args = tuple(redact_secrets(a) if isinstance(a, str) else a for a in args)
+            record.args = _scrubbed(record.args)
         return True
 
 

@@ -26,8 +26,30 @@ DISPLAY_HEX_LENGTH = 8
 
 _API_KEY_RE = re.compile(r"^sw_(live|test)_[0-9a-f]{32}$")
 _DEVICE_TOKEN_RE = re.compile(r"^sw_dev_[0-9a-f]{32}$")
-# Anything that looks like one of our secrets, wherever it appears in a string.
-SECRET_PATTERN = re.compile(r"sw_(?:live|test|dev)_[0-9a-fA-F]{6,}")
+
+
+def _literal_or_encoded(char: str) -> str:
+    """`char` as written or percent-encoded (also encoded again: `%5F`, `%255F`)."""
+    return f"(?:{re.escape(char)}|%(?:25)*{ord(char):02x})"
+
+
+def _spelled(word: str) -> str:
+    return "".join(_literal_or_encoded(c) for c in word)
+
+
+_HEX_DIGIT = "(?:[0-9a-f]|%(?:25)*(?:3[0-9]|[46][1-6]))"
+# Anything that looks like one of our secrets, wherever it appears in a string: as written
+# (`sw_dev_3f…`) or percent-encoded as it arrives in a query string (`sw%5Fdev%5F3f…`).
+SECRET_PATTERN = re.compile(
+    _spelled("sw_")
+    + "(?:"
+    + "|".join(_spelled(kind) for kind in ("live", "test", "dev"))
+    + ")"
+    + _spelled("_")
+    + _HEX_DIGIT
+    + "{6,}",
+    re.IGNORECASE,
+)
 
 
 def hash_secret(raw: str) -> str:
@@ -70,4 +92,8 @@ def grants(scopes: list[str], needed: str) -> bool:
 
 
 def redact_secrets(text: str) -> str:
+    """`text` with every key or token in it (plain or percent-encoded) cut to its first few
+    characters, so a log line can say which one without giving it away."""
+    if "%" not in text and "sw" not in text.lower():
+        return text  # the common case, without running the pattern
     return SECRET_PATTERN.sub(lambda m: m.group(0)[:11] + "…", text)
