@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from functools import cached_property
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -73,6 +75,48 @@ class Settings(BaseSettings):
     x402_project: str | None = None
     # How long a client may make its authorization valid for (`maxTimeoutSeconds`).
     payment_timeout_s: int = 300
+
+    # Request rate limits (token buckets per server process; docs/operations.md). False turns
+    # every limit off, for benchmarks and load tests.
+    rate_limits: bool = True
+    rate_limit_key_per_s: float = 50.0
+    rate_limit_key_burst: int = 100
+    rate_limit_ip_per_s: float = 10.0
+    rate_limit_ip_burst: int = 20
+    rate_limit_auth_failures_per_minute: int = 20
+    rate_limit_quotes_per_minute: int = 60
+    rate_limit_phone_frames_per_s: float = 50.0
+    rate_limit_phone_frames_burst: int = 500
+    rate_limit_inbound_per_minute: int = 60
+    rate_limit_inbound_burst: int = 300
+    # Addresses or CIDRs of the reverse proxies whose X-Forwarded-For is believed; empty: the
+    # socket peer is the client. A JSON list or comma-separated.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Purge sweep: how often, and how long each kind of data is kept (0 keeps it forever).
+    purge_interval_s: float = 300.0
+    quote_retention_s: int = 86_400
+    idempotency_retention_s: int = 86_400
+    message_body_retention_s: int = 2_592_000
+    inbound_dedupe_window_s: int = 2_592_000
+    inbound_dedupe_max_per_device: int = 10_000
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _address_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # ValueError names the bad entry
+        return value
 
     @field_validator("price_country_rates", mode="before")
     @classmethod

@@ -108,7 +108,9 @@ async def database_url(
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, log_json=True)
+    # Request limits are off here: many tests fire hundreds of requests at once on purpose.
+    # tests/integration/test_rate_limits.py turns them on with real budgets.
+    return Settings(database_url=database_url, log_json=True, rate_limits=False)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from app.api.controllers.messages import create_quote, send_messages
 from app.api.controllers.payments import topup_credits
 from app.api.controllers.reading import ReadingController, list_messages
 from app.api.errors import EXCEPTION_HANDLERS
+from app.api.ratelimit import RateLimitMiddleware, RequestLimits
 from app.db.engine import Database
 from app.hub.hub import Hub
 from app.hub.signals import channels_for
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     channels = channels_for(settings.database_url)
     hub = Hub(database, settings, channels)
     payments = PaymentRuntime(settings)
+    rate_limits = RequestLimits(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -120,9 +122,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             "hub": Provide(lambda: hub, sync_to_thread=False),
             "payments": Provide(lambda: payments, sync_to_thread=False),
         },
-        state=State({"settings": settings, "db": database, "hub": hub}),
+        state=State({"settings": settings, "db": database, "hub": hub, "rate_limits": rate_limits}),
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[RequestLogMiddleware()],
+        middleware=[RequestLogMiddleware(), RateLimitMiddleware(rate_limits)],
         lifespan=[lifespan],
         request_max_body_size=settings.max_request_bytes,
         openapi_config=OpenAPIConfig(
