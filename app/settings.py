@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     x402_project: str | None = None
     # How long a client may make its authorization valid for (`maxTimeoutSeconds`).
     payment_timeout_s: int = 300
+    # A worker settling a payment holds it for this long, renewed while it works; after a
+    # crash the hold lapses and a retry or the reconciliation sweep takes the payment over.
+    payment_lease_s: float = 15.0
+    # How long a retry of a payment that another worker is settling waits for its outcome.
+    payment_retry_wait_s: float = 30.0
+    # How often every instance looks for reserved payments to resolve from the chain (and
+    # once at start).
+    payment_reconcile_interval_s: float = 30.0
 
     # Request rate limits (token buckets per server process; docs/operations.md). False turns
     # every limit off, for benchmarks and load tests.

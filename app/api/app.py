@@ -34,6 +34,7 @@ from app.db.engine import Database
 from app.hub.hub import Hub
 from app.hub.signals import channels_for
 from app.logs import configure_logging, get_logger
+from app.services.x402 import Settlements, reconciliation_running
 from app.services.x402_runtime import PaymentRuntime
 from app.settings import Settings
 
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     channels = channels_for(settings.database_url)
     hub = Hub(database, settings, channels)
     payments = PaymentRuntime(settings)
+    settlements = Settlements(database, settings, payments, hub) if payments.enabled else None
     rate_limits = RequestLimits(settings)
 
     @asynccontextmanager
@@ -89,7 +91,10 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
                 await hub.start()
                 payments.start()
                 try:
-                    yield
+                    async with reconciliation_running(
+                        settlements, settings.payment_reconcile_interval_s
+                    ):
+                        yield
                 finally:
                     await payments.close()
                     await hub.stop()

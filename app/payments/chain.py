@@ -35,11 +35,13 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
+from app.faults import crash_point
 from app.payments.errors import ChainUnavailable, PaymentInvalid, SettlementFailed
 from app.payments.networks import NetworkConfig
 from app.payments.wire import DecodedPayment
 
 T = TypeVar("T")
+TxHashHook = Callable[[str], Awaitable[None]]
 
 # Errors that mean "the node did not answer", as opposed to "the node said no".
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -94,12 +96,14 @@ class Settlement:
 
 @dataclass(frozen=True)
 class TransferProof:
-    """A confirmed plain USDC transfer of `amount` from `payer` to our pay-to address."""
+    """A confirmed plain USDC transfer of `amount` from `payer` to our pay-to address, mined
+    in `block` at `mined_at` (unix seconds)."""
 
     tx_hash: str
     payer: str
     amount: int
     block: int
+    mined_at: int
 
 
 class ChainClient:
@@ -191,6 +195,37 @@ class ChainClient:
                 f"payer holds {balance}, the authorization moves {payment.value}",
             )
 
+    async def block_number(self) -> int:
+        """The newest block's number."""
+        return int(await self._rpc(lambda: self._w3.eth.block_number))
+
+    async def block_timestamp(self, block: int | str = "latest") -> int:
+        """A block's timestamp (unix seconds); the token compares `validBefore` with it."""
+        found = await self._rpc(lambda: self._w3.eth.get_block(block))  # type: ignore[arg-type]
+        return int(found["timestamp"])
+
+    async def find_authorization_tx(self, payer: str, nonce: str, from_block: int) -> str | None:
+        """The hash of the transaction that used `payer`'s authorization `nonce` (our USDC's
+        `AuthorizationUsed` log), searching from `from_block`; None when there is none."""
+        topics: list[Any] = [
+            "0x" + _AUTHORIZATION_USED_TOPIC.hex(),
+            "0x" + bytes(12).hex() + to_checksum_address(payer)[2:].lower(),
+            nonce.lower(),
+        ]
+        logs = await self._rpc(
+            lambda: self._w3.eth.get_logs(
+                {
+                    "address": self.network.usdc_address,  # type: ignore[typeddict-item]
+                    "topics": topics,
+                    "fromBlock": max(from_block, 0),
+                    "toBlock": "latest",
+                }
+            )
+        )
+        for log in logs:
+            return HexBytes(log["transactionHash"]).to_0x_hex()
+        return None
+
     async def _eth_call(self, data: bytes) -> bytes:
         tx = {"to": self.network.usdc_address, "data": data}
         return bytes(await self._rpc(lambda: self._w3.eth.call(tx)))  # type: ignore[arg-type]
@@ -212,12 +247,16 @@ class ChainClient:
 
     # -------------------------------------------------------------------- settlement
 
-    async def settle_authorization(self, payment: DecodedPayment) -> Settlement:
+    async def settle_authorization(
+        self, payment: DecodedPayment, on_signed: TxHashHook | None = None
+    ) -> Settlement:
         """Submit `transferWithAuthorization` from the relayer and wait for it to confirm.
 
         Call after `eip3009.verify_authorization`. The transaction is simulated first, so a
-        revert costs no gas and leaves the authorization unused. Returns once the receipt has
-        `network.confirmations` confirmations.
+        revert costs no gas and leaves the authorization unused. `on_signed(tx_hash)` is
+        awaited before each signed transaction is broadcast, so its hash can be recorded
+        first (a crash after broadcasting then leaves the hash to look up). Returns once the
+        receipt has `network.confirmations` confirmations.
 
         Raises `SettlementFailed(reason)` when the token refuses (`authorization_used`,
         `authorization_expired`, `authorization_not_yet_valid`, `invalid_signature`,
@@ -236,7 +275,8 @@ class ChainClient:
         }
         gas = await self._estimate_gas(tx)
         tx["gas"] = int(gas * _GAS_HEADROOM)
-        tx_hash = await self._send(relayer, tx)
+        tx_hash = await self._send(relayer, tx, on_signed)
+        crash_point("settle.broadcast")
         receipt = await self._wait_for_receipt(tx_hash)
         if receipt["status"] != 1:
             # Lost a race after the simulation (the same authorization settled elsewhere).
@@ -306,7 +346,9 @@ class ChainClient:
         except Web3RPCError as exc:
             raise _send_error(exc) from exc
 
-    async def _send(self, relayer: LocalAccount, tx: dict[str, Any]) -> str:
+    async def _send(
+        self, relayer: LocalAccount, tx: dict[str, Any], on_signed: TxHashHook | None = None
+    ) -> str:
         """Sign with the next nonce and send; handle nonce races and fee bumps."""
         bump = 0
         nonce: int | None = None
@@ -326,6 +368,8 @@ class ChainClient:
                 }
             )
             tx_hash = signed.hash.to_0x_hex()
+            if on_signed is not None:
+                await on_signed(tx_hash)
             try:
                 await self._send_raw(signed.raw_transaction)
                 return tx_hash
@@ -370,6 +414,14 @@ class ChainClient:
             if "nonce too low" in str(exc).lower() and await self._known(keccak(raw)):
                 return
             raise
+
+    async def transaction_pending(self, tx_hash: str) -> bool:
+        """Whether the node holds `tx_hash` unmined (in its pool)."""
+        try:
+            await self._rpc(lambda: self._w3.eth.get_transaction_receipt(tx_hash))  # type: ignore[arg-type]
+            return False
+        except TransactionNotFound:
+            return await self._known(bytes.fromhex(tx_hash[2:]))
 
     async def _known(self, tx_hash: bytes) -> bool:
         try:
@@ -433,8 +485,7 @@ class ChainClient:
             await asyncio.sleep(min(self._poll_interval_s * 4, 1.0))
 
     async def _confirmations(self, block_number: int) -> int:
-        head = int(await self._rpc(lambda: self._w3.eth.block_number))
-        return head - block_number + 1
+        return await self.block_number() - block_number + 1
 
     # ---------------------------------------------------------------- transfer proofs
 
@@ -487,7 +538,13 @@ class ChainClient:
                 f"{tx_hash} has {confirmations} of {self.network.confirmations} confirmations",
                 confirmations=confirmations,
             )
-        return TransferProof(tx_hash=tx_hash.lower(), payer=payer, amount=amount, block=block)
+        return TransferProof(
+            tx_hash=tx_hash.lower(),
+            payer=payer,
+            amount=amount,
+            block=block,
+            mined_at=await self.block_timestamp(block),
+        )
 
     def _uses_authorization(self, log: Any, payment: DecodedPayment) -> bool:
         """Whether `log` is our USDC's `AuthorizationUsed` for `payment`'s payer and nonce."""

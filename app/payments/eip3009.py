@@ -20,6 +20,9 @@ from app.payments.wire import SCHEME_EXACT, DecodedPayment
 # Time an authorization must still be valid for after we accept it, so that the settlement
 # transaction lands while the token still honours it.
 SETTLEMENT_MARGIN_S = 6
+# How far a client's clock may run ahead of ours when it sets `validBefore` to now plus the
+# `maxTimeoutSeconds` we advertised.
+CLOCK_SKEW_S = 30
 
 _SECP256K1_HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 
@@ -53,12 +56,15 @@ def verify_authorization(
     The amount must be exactly `requirement.amount_atomic`: the `exact` scheme moves what was
     signed, so more would overcharge and less would underpay. The window must hold now and
     for `margin_s` more seconds: `validAfter < now_s` (strict, as the token checks it) and
-    `now_s + margin_s < validBefore`. The EIP-712 signature is recovered with eth-account
-    over the token's domain (name, version, chain id, address) and must be `from`.
+    `now_s + margin_s < validBefore`, and no longer than advertised: `validBefore - now_s`
+    at most `requirement.max_timeout_s` plus `CLOCK_SKEW_S`. The EIP-712 signature is
+    recovered with eth-account over the token's domain (name, version, chain id, address) and
+    must be `from`.
 
     Raises `PaymentInvalid` with reason `invalid_scheme`, `invalid_network`, `invalid_asset`,
     `invalid_pay_to`, `invalid_amount`, `authorization_not_yet_valid`,
-    `authorization_expired` or `invalid_signature`, checked in that order.
+    `authorization_expired`, `authorization_too_long` or `invalid_signature`, checked in that
+    order.
     """
     network = requirement.network
     if payment.scheme != SCHEME_EXACT:
@@ -87,6 +93,12 @@ def verify_authorization(
     if payment.valid_before <= now_s + margin_s:
         raise PaymentInvalid(
             "authorization_expired", f"authorization expired or expires at {payment.valid_before}"
+        )
+    if payment.valid_before - now_s > requirement.max_timeout_s + CLOCK_SKEW_S:
+        raise PaymentInvalid(
+            "authorization_too_long",
+            f"authorization is valid for {payment.valid_before - now_s} s; at most "
+            f"{requirement.max_timeout_s} s (maxTimeoutSeconds) is accepted",
         )
     signer = recover_authorization_signer(payment, network)
     if signer != payment.from_address:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from x402.schemas import PaymentPayload, PaymentRequirements, SettleResponse
 from x402.schemas.v1 import PaymentPayloadV1, PaymentRequirementsV1
 
-from app.payments.chain import ChainClient, Settlement
+from app.payments.chain import ChainClient, Settlement, TxHashHook
 from app.payments.errors import ChainUnavailable, SettlementFailed
 from app.payments.requirements import PaymentRequirement
 from app.payments.wire import SCHEME_EXACT, DecodedPayment
@@ -61,9 +61,14 @@ class FacilitatorClient:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def settle(self, payment: DecodedPayment, requirement: PaymentRequirement) -> Settlement:
+    async def settle(
+        self,
+        payment: DecodedPayment,
+        requirement: PaymentRequirement,
+        on_signed: TxHashHook | None = None,
+    ) -> Settlement:
         """Ask the facilitator to settle `payment` (already verified against `requirement`),
-        then wait for our node to confirm its transaction."""
+        then wait for our node to confirm its transaction (`on_signed(tx_hash)` first)."""
         body = settle_request(payment, requirement)
         try:
             response = await self._http.post(f"{self.url}/settle", json=body)
@@ -106,6 +111,8 @@ class FacilitatorClient:
                 f"the facilitator reports success without a transaction hash "
                 f"({result.transaction!r})",
             )
+        if on_signed is not None:
+            await on_signed(transaction)
         return await self.chain.confirm_settlement(transaction, payment)
 
     async def _no_answer(self, payment: DecodedPayment, message: str) -> ChainUnavailable:

@@ -10,7 +10,13 @@ from app.domain.errors import Conflict, InvalidInput, PaymentRequired, SimwireEr
 from app.payments.errors import ChainUnavailable, PaymentInvalid, SettlementFailed
 
 _MALFORMED = {"malformed_payment", "unsupported_version", "quote_required"}
-_CONFLICT = {"authorization_used", "quote_used", "tx_already_used"}
+_CONFLICT = {
+    "authorization_used",
+    "authorization_released",
+    "quote_used",
+    "settlement_in_progress",
+    "tx_already_used",
+}
 
 
 class X402Failure(SimwireError):

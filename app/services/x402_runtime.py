@@ -12,7 +12,7 @@ from sqlmodel import col
 from app.db.engine import Database
 from app.db.models import Organization, Project
 from app.domain.errors import Unavailable
-from app.payments.chain import ChainClient, Settlement
+from app.payments.chain import ChainClient, Settlement, TxHashHook
 from app.payments.facilitator import FacilitatorClient
 from app.payments.networks import NetworkConfig, network_config
 from app.payments.requirements import PaymentRequirement
@@ -71,13 +71,20 @@ class PaymentRuntime:
             if self.uses_facilitator:
                 self._facilitator = FacilitatorClient(self._chain)
 
-    async def settle(self, payment: DecodedPayment, requirement: PaymentRequirement) -> Settlement:
+    async def settle(
+        self,
+        payment: DecodedPayment,
+        requirement: PaymentRequirement,
+        on_signed: TxHashHook | None = None,
+    ) -> Settlement:
         """Settle a verified, reserved authorization: the one place that picks the facilitator
-        or our relayer. Both raise `SettlementFailed` / `ChainUnavailable`."""
+        or our relayer. Both raise `SettlementFailed` / `ChainUnavailable`, and both call
+        `on_signed(tx_hash)` as soon as the settling transaction's hash is known (before our
+        relayer broadcasts it; as soon as the facilitator names it)."""
         chain = self.chain
         if self._facilitator is not None:
-            return await self._facilitator.settle(payment, requirement)
-        return await chain.settle_authorization(payment)
+            return await self._facilitator.settle(payment, requirement, on_signed)
+        return await chain.settle_authorization(payment, on_signed)
 
     @property
     def chain(self) -> ChainClient:

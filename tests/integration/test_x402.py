@@ -11,16 +11,18 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 from eth_abi import encode as abi_encode
 from eth_account import Account
+from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from pydantic import SecretStr
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from x402 import x402Client
 from x402.http.clients import x402HttpxClient
 from x402.http.clients.httpx import x402_httpx_transport
@@ -346,6 +348,11 @@ REFUSALS = {
         "authorization_expired",
         lambda p, r: sign_payment(p, r, valid_before=int(time.time()) - 1),
     ),
+    "valid_until_2286": (
+        402,
+        "authorization_too_long",
+        lambda p, r: sign_payment(p, r, valid_before=9_999_999_999),
+    ),
     "not_yet_valid": (
         402,
         "authorization_not_yet_valid",
@@ -440,6 +447,17 @@ async def _transfer(chain: DevChain, sender: LocalAccount, to: str, amount: int)
     return receipt["transactionHash"].to_0x_hex()
 
 
+def claim(sender: LocalAccount, tx_hash: str, quote_id: str) -> dict[str, str]:
+    """The headers that claim a plain transfer for a quote: its hash and the sender's
+    EIP-191 signature over the quote id."""
+    signed = Account.sign_message(encode_defunct(text=quote_id), sender.key)
+    return {
+        "X-Payment-Tx": tx_hash,
+        "X-Payment-Tx-Signature": signed.signature.to_0x_hex(),
+        "X-Quote-Id": quote_id,
+    }
+
+
 async def test_plain_transfer_pays_a_quote_and_its_hash_never_pays_twice(rig: Rig) -> None:
     sender = await rig.chain.new_payer(eth_wei=10**18)
     first_quote = await rig.offer()
@@ -447,20 +465,14 @@ async def test_plain_transfer_pays_a_quote_and_its_hash_never_pays_twice(rig: Ri
     stray_hash = await _transfer(rig.chain, sender, _stranger(), PRICE)
 
     paid = await rig.http.post(
-        "/v1/messages",
-        json={**SEND, "quote_id": first_quote["quote_id"]},
-        headers={"X-Payment-Tx": tx_hash},
+        "/v1/messages", json=SEND, headers=claim(sender, tx_hash, first_quote["quote_id"])
     )
     second_quote = await rig.offer()
     reused = await rig.http.post(
-        "/v1/messages",
-        json=SEND,
-        headers={"X-Payment-Tx": tx_hash, "X-Quote-Id": second_quote["quote_id"]},
+        "/v1/messages", json=SEND, headers=claim(sender, tx_hash, second_quote["quote_id"])
     )
     stray = await rig.http.post(
-        "/v1/messages",
-        json=SEND,
-        headers={"X-Payment-Tx": stray_hash, "X-Quote-Id": second_quote["quote_id"]},
+        "/v1/messages", json=SEND, headers=claim(sender, stray_hash, second_quote["quote_id"])
     )
 
     assert paid.status_code == 202, paid.text
@@ -468,6 +480,63 @@ async def test_plain_transfer_pays_a_quote_and_its_hash_never_pays_twice(rig: Ri
     assert reused.status_code == 409 and reused.json()["error"] == "tx_already_used"
     assert stray.status_code == 402 and stray.json()["error"] == "no_transfer_to_pay_to"
     assert await rig.count(Message) == 1 and await rig.count(Payment) == 1
+
+
+async def test_a_transfer_seen_on_chain_cannot_be_claimed_by_someone_else(rig: Rig) -> None:
+    sender = await rig.chain.new_payer(eth_wei=10**18)
+    watcher = Account.create()
+    quote = await rig.offer()
+    tx_hash = await _transfer(rig.chain, sender, rig.network.pay_to, PRICE)
+
+    unsigned = await rig.http.post(
+        "/v1/messages",
+        json=SEND,
+        headers={"X-Payment-Tx": tx_hash, "X-Quote-Id": quote["quote_id"]},
+    )
+    stolen = await rig.http.post(
+        "/v1/messages", json=SEND, headers=claim(watcher, tx_hash, quote["quote_id"])
+    )
+    other_quote = await rig.offer()
+    wrong_text = {
+        **claim(sender, tx_hash, other_quote["quote_id"]),
+        "X-Quote-Id": quote["quote_id"],
+    }
+    signed_for_another_quote = await rig.http.post("/v1/messages", json=SEND, headers=wrong_text)
+    garbage = await rig.http.post(
+        "/v1/messages",
+        json=SEND,
+        headers={**claim(sender, tx_hash, quote["quote_id"]), "X-Payment-Tx-Signature": "0x12"},
+    )
+    owner = await rig.http.post(
+        "/v1/messages", json=SEND, headers=claim(sender, tx_hash, quote["quote_id"])
+    )
+
+    assert unsigned.status_code == 402 and unsigned.json()["error"] == "tx_signature_required"
+    assert stolen.status_code == 402 and stolen.json()["error"] == "tx_signature_mismatch"
+    assert signed_for_another_quote.json()["error"] == "tx_signature_mismatch"
+    assert garbage.status_code == 402 and garbage.json()["error"] == "invalid_tx_signature"
+    assert owner.status_code == 202, owner.text
+    assert await rig.count(Message) == 1 and await rig.count(Payment) == 1
+
+
+async def test_a_transfer_mined_before_the_quote_was_issued_pays_nothing(rig: Rig) -> None:
+    sender = await rig.chain.new_payer(eth_wei=10**18)
+    tx_hash = await _transfer(rig.chain, sender, rig.network.pay_to, PRICE)
+    receipt = await rig.chain.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+    mined_at = (await rig.chain.w3.eth.get_block(receipt["blockNumber"]))["timestamp"]
+    quote_id = (await rig.offer())["quote_id"]
+    async with rig.db.transaction() as session:
+        # The quote is issued a second after the block that holds the transfer.
+        await session.execute(
+            update(StoredQuote)
+            .where(StoredQuote.id == quote_id)  # type: ignore[arg-type]
+            .values(created_at=datetime.fromtimestamp(mined_at + 1, UTC))
+        )
+
+    late = await rig.http.post("/v1/messages", json=SEND, headers=claim(sender, tx_hash, quote_id))
+
+    assert late.status_code == 402 and late.json()["error"] == "tx_before_quote", late.text
+    assert await rig.count(Message) == 0 and await rig.count(Payment) == 0
 
 
 # ----------------------------------------------------------------- top-ups and refunds
@@ -509,16 +578,9 @@ async def test_topup_paid_by_plain_transfer_credits_what_was_sent(rig: Rig) -> N
     quote_id = offered.json()["quote"]["quote_id"]
     tx_hash = await _transfer(rig.chain, sender, rig.network.pay_to, 1_000_000)
 
-    paid = await rig.http.post(
-        "/v1/credits/topup",
-        json={"amount": "1", "quote_id": quote_id},
-        headers={**tenant.headers, "X-Payment-Tx": tx_hash},
-    )
-    again = await rig.http.post(
-        "/v1/credits/topup",
-        json={"amount": "1", "quote_id": quote_id},
-        headers={**tenant.headers, "X-Payment-Tx": tx_hash},
-    )
+    headers = {**tenant.headers, **claim(sender, tx_hash, quote_id)}
+    paid = await rig.http.post("/v1/credits/topup", json={"amount": "1"}, headers=headers)
+    again = await rig.http.post("/v1/credits/topup", json={"amount": "1"}, headers=headers)
 
     assert paid.status_code == 200, paid.text
     assert paid.json()["balance_atomic"] == 1_000_000

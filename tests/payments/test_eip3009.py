@@ -11,7 +11,7 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from app.payments.eip3009 import SETTLEMENT_MARGIN_S, verify_authorization
+from app.payments.eip3009 import CLOCK_SKEW_S, SETTLEMENT_MARGIN_S, verify_authorization
 from app.payments.errors import PaymentInvalid
 from app.payments.networks import NetworkConfig
 from app.payments.requirements import PaymentRequirement
@@ -114,6 +114,25 @@ def test_authorization_expiring_within_the_settlement_margin_is_refused(
     assert _reason(sign_payment(account, requirement, valid_before=soon), requirement) == (
         "authorization_expired"
     )
+
+
+def test_authorization_longer_than_max_timeout_is_refused(
+    requirement: PaymentRequirement, account: LocalAccount
+) -> None:
+    now = int(time.time())
+    year_2286 = 9_999_999_999
+    too_long = now + requirement.max_timeout_s + CLOCK_SKEW_S + 5
+    for valid_before in (year_2286, too_long):
+        header = sign_payment(account, requirement, valid_before=valid_before)
+        assert _reason(header, requirement) == "authorization_too_long"
+
+
+def test_authorization_at_max_timeout_with_a_fast_client_clock_is_accepted(
+    requirement: PaymentRequirement, account: LocalAccount
+) -> None:
+    within = int(time.time()) + requirement.max_timeout_s + CLOCK_SKEW_S - 5
+    payment = decode_payment(sign_payment(account, requirement, valid_before=within))
+    assert verify_authorization(payment, requirement, int(time.time())) == account.address
 
 
 def test_authorization_not_yet_valid_is_refused(

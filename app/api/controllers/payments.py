@@ -27,8 +27,9 @@ from app.settings import Settings
 
 
 def presented_payment(request: Request[Any, Any, Any], data: Any) -> x402.PresentedPayment:
-    """The x402 header (v2 wins over v1), or an `X-Payment-Tx` hash, and the quote it pays
-    (`X-Quote-Id`, else `quote_id` in the body)."""
+    """The x402 header (v2 wins over v1), or an `X-Payment-Tx` hash with its sender's
+    `X-Payment-Tx-Signature`, and the quote it pays (`X-Quote-Id`, else `quote_id` in the
+    body)."""
     headers = request.headers
     header, version = headers.get(wire.PAYMENT_SIGNATURE_HEADER), 2
     if not header:
@@ -40,6 +41,7 @@ def presented_payment(request: Request[Any, Any, Any], data: Any) -> x402.Presen
         header=header or None,
         header_version=version if header else 0,
         tx_hash=headers.get(x402.PAYMENT_TX_HEADER) or None,
+        tx_signature=headers.get(x402.PAYMENT_TX_SIGNATURE_HEADER) or None,
         quote_id=(quote_id or "").strip() or None,
         payer_hint=headers.get(x402.PAYER_HEADER),
     )
@@ -70,10 +72,10 @@ def failure_response(exc: X402Failure) -> Response[dict[str, Any]]:
     )
 
 
-def _paid_response(result: x402.PaidResult, status: int) -> Response[dict[str, Any]]:
+def _paid_response(result: x402.PaidResult) -> Response[dict[str, Any]]:
     return Response(
         result.body,
-        status_code=status,
+        status_code=result.status_code,
         media_type=MediaType.JSON,
         headers={result.response_header_name: result.response_header},
     )
@@ -99,7 +101,7 @@ async def pay_per_call(
         return offer_response(exc)
     except X402Failure as exc:
         return failure_response(exc)
-    return _paid_response(result, 202)
+    return _paid_response(result)
 
 
 @post(
@@ -138,4 +140,4 @@ async def topup_credits(
         return offer_response(exc)
     except X402Failure as exc:
         return failure_response(exc)
-    return _paid_response(result, 200)
+    return _paid_response(result)
