@@ -72,6 +72,9 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         access_log=False,
         log_config=None,
         ws_max_size=settings.phone_max_frame_bytes,
+        # The client address is the socket peer unless it is one of SIMWIRE_TRUSTED_PROXIES
+        # (app/api/ratelimit.py); uvicorn must not rewrite it from X-Forwarded-For itself.
+        proxy_headers=False,
     )
 
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+# Refill arithmetic in floats: a bucket this close to a whole token holds it, so waiting the
+# advertised time is always enough.
+_EPSILON = 1e-9
+
 
 @dataclass(frozen=True)
 class Rate:
@@ -74,12 +78,12 @@ class Buckets:
     def peek(self, key: str, now: float, cost: float = 1.0) -> Decision:
         """Whether `cost` tokens are there, without taking them."""
         tokens = self._tokens(key, now)
-        return self._decision(tokens, tokens >= cost, cost)
+        return self._decision(tokens, tokens + _EPSILON >= cost, cost)
 
     def take(self, key: str, now: float, cost: float = 1.0) -> Decision:
         """Takes `cost` tokens if the bucket holds them; else takes nothing and says when."""
         tokens = self._tokens(key, now)
-        allowed = tokens >= cost
+        allowed = tokens + _EPSILON >= cost
         if allowed:
             tokens -= cost
             if key not in self._state and len(self._state) >= self.max_keys:
@@ -95,7 +99,7 @@ class Buckets:
         if key not in self._state and len(self._state) >= self.max_keys:
             self._prune(now)
         self._state[key] = [max(tokens, -float(self.rate.burst)), now]
-        return self._decision(tokens, tokens >= 1, 1.0)
+        return self._decision(tokens, tokens + _EPSILON >= 1, 1.0)
 
     def _prune(self, now: float) -> None:
         full = [key for key in self._state if self._tokens(key, now) >= self.rate.burst]

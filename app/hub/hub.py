@@ -22,6 +22,7 @@ from app.db.engine import Database
 from app.db.models import Device, Sim
 from app.domain.errors import Unauthorized
 from app.hub import protocol
+from app.hub.limits import PhoneLimits
 from app.logs import get_logger
 from app.services import devices, outbound
 from app.services.inbound import ReceivedSms, store_inbound
@@ -77,6 +78,7 @@ class Hub:
             parts_per_day=settings.sim_parts_per_day,
             device_max_in_flight=settings.device_max_in_flight,
         )
+        self.phone_limits = PhoneLimits(settings)
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._rotation: dict[str, int] = {}
@@ -306,6 +308,7 @@ class Hub:
                 return
             if message["type"] == "websocket.disconnect":
                 return
+            await self.phone_limits.frame(connection.device.id)
             try:
                 parsed = protocol.decode_frame(_frame_data(message))
                 await self._handle(connection, parsed)
@@ -336,6 +339,7 @@ class Hub:
             await self._set_sims(connection, parsed.sims)
         elif isinstance(parsed, protocol.Inbound):
             sms = parsed.message
+            await self.phone_limits.inbound_sms(device.id)
             await store_inbound(
                 self.db,
                 device,

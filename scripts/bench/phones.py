@@ -163,6 +163,8 @@ async def server_process(
         **os.environ,
         "SIMWIRE_DATABASE_URL": database_url,
         "SIMWIRE_LOG_LEVEL": "WARNING",
+        # A load test is one client far over any per-key budget: measure the server, not it.
+        "SIMWIRE_RATE_LIMITS": "false",
         **env_overrides,
     }
     log_path = workdir / f"server-{port}.log"

@@ -131,6 +131,7 @@ async def bench_paid_sends(chain: DevChain, n: int, concurrency: int) -> dict[st
             usdc_address=chain.usdc,
             pay_to=chain.pay_to,
             relayer_key=SecretStr(chain.relayer_key),
+            rate_limits=False,  # measures the send path, not the limiter
         )
         async with (
             live_server(settings) as server,

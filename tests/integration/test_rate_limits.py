@@ -60,9 +60,10 @@ def assert_rate_limited(response: httpx.Response, limit: str) -> None:
 
 async def test_a_key_over_its_budget_gets_429_with_retry_after_and_ratelimit_headers(settings, db):
     tenant, other = await new_tenant(db, "acme"), await new_tenant(db, "globex")
-    async with limited_app(
-        settings, db, rate_limit_key_per_s=1.0, rate_limit_key_burst=3
-    ) as (clock, http):
+    async with limited_app(settings, db, rate_limit_key_per_s=1.0, rate_limit_key_burst=3) as (
+        clock,
+        http,
+    ):
         remaining = []
         for _ in range(3):
             response = await http.get("/v1/project", headers=tenant.headers)
@@ -113,7 +114,9 @@ async def test_wrong_keys_from_one_address_are_refused_before_they_are_checked(s
             assert (await http.get("/v1/project", headers=wrong)).status_code == 401
         assert_rate_limited(await http.get("/v1/project", headers=wrong), "auth_failures")
         guessed = {"X-Api-Key": "sw_live_" + "1" * 32}
-        assert_rate_limited(await http.post("/v1/messages", json={}, headers=guessed), "auth_failures")
+        assert_rate_limited(
+            await http.post("/v1/messages", json={}, headers=guessed), "auth_failures"
+        )
         # A key never seen from here waits like a guess would; the known one does not.
         assert (await http.get("/v1/project", headers=late.headers)).status_code == 429
         assert (await http.get("/v1/project", headers=tenant.headers)).status_code == 200

@@ -60,6 +60,7 @@ async def live_server(settings: Settings, db: Database | None = None) -> AsyncIt
             log_config=None,
             access_log=False,
             ws_max_size=settings.phone_max_frame_bytes,
+            proxy_headers=False,  # as `simwire serve`: only SIMWIRE_TRUSTED_PROXIES are believed
         )
     )
     task = asyncio.create_task(server.serve())

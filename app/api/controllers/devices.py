@@ -4,6 +4,7 @@ the batch inbound endpoint for phones without a socket."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ from litestar.di import Provide
 from app.api.auth import require_scope
 from app.db.engine import Database
 from app.db.models import Device, Sim
-from app.domain.errors import InvalidInput, Unauthorized
+from app.domain.errors import InvalidInput, RateLimited, Unauthorized
 from app.hub.hub import Hub
 from app.hub.protocol import InboundSms, ms_to_datetime
 from app.services import devices
@@ -207,15 +208,22 @@ def _device_token(request: Request[Any, Any, Any]) -> str:
 
 @post("/v1/phone/inbound", tags=["phones"], status_code=200, summary="Inbound SMS in a batch")
 async def inbound_batch(
-    request: Request[Any, Any, Any], db: Database, data: InboundBatchIn
+    request: Request[Any, Any, Any], db: Database, hub: Hub, data: InboundBatchIn
 ) -> InboundBatchOut:
     """For phones without a socket: store each SMS once; `acked` lists the ids the phone may
-    now forget."""
+    now forget. Past the device's inbound budget only the first ones are stored and acked (the
+    phone sends the others again later); with no room at all, 429 `rate_limited`."""
     device = await devices.authenticate_device(db, _device_token(request))
     if len(data.messages) > 500:
         raise InvalidInput("at most 500 messages per batch")
+    room, retry_after_s = hub.phone_limits.inbound_allowance(device.id, len(data.messages))
+    if data.messages and room == 0:
+        raise RateLimited(
+            "this phone's inbound budget is used up; send these again later",
+            retry_after_s=max(1, math.ceil(retry_after_s)),
+        )
     acked, stored = [], 0
-    for sms in data.messages:
+    for sms in data.messages[:room]:
         _, new = await store_inbound(
             db,
             device,
