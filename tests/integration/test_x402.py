@@ -23,10 +23,8 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from pydantic import SecretStr
 from sqlalchemy import func, select, update
-from x402 import x402Client
 from x402.http.clients import x402HttpxClient
 from x402.http.clients.httpx import x402_httpx_transport
-from x402.mechanisms.evm.exact.register import register_exact_evm_client
 
 from app.db.engine import Database
 from app.db.models import LedgerEntry, Message, MessageRequest, Payment, StoredQuote
@@ -36,7 +34,7 @@ from app.payments.networks import NetworkConfig
 from app.payments.requirements import PaymentRequirement
 from app.services import credits
 from app.settings import Settings
-from tests.support.devchain import sign_payment
+from tests.support.devchain import official_client, sign_payment
 from tests.support.factories import new_tenant
 from tests.support.live import LiveServer, live_server
 
@@ -87,16 +85,6 @@ class Rig:
     async def count(self, table: Any) -> int:
         async with self.db.sessions() as session:
             return int((await session.execute(select(func.count()).select_from(table))).scalar())
-
-
-def official_client(account: LocalAccount, network: NetworkConfig) -> x402Client:
-    client = x402Client()
-    register_exact_evm_client(client, account)
-    allowed = [{"network": network.network, "asset": network.usdc_address}]
-    if network.v1_name:
-        allowed.append({"network": network.v1_name, "asset": network.usdc_address})
-    client.set_spend_controls({"allowed_assets": allowed})  # type: ignore[typeddict-item]
-    return client
 
 
 def decoded(header_value: str) -> dict[str, Any]:

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from x402 import x402Client
 from x402.http import encode_payment_signature_header
+from x402.mechanisms.evm.exact.register import register_exact_evm_client
 from x402.schemas import PaymentPayload, PaymentRequirements
 from x402.schemas.v1 import PaymentPayloadV1
 
@@ -54,6 +56,17 @@ async def chain_client(devchain_network: NetworkConfig) -> AsyncIterator[ChainCl
         yield client
     finally:
         await client.close()
+
+
+def official_client(account: LocalAccount, network: NetworkConfig) -> x402Client:
+    """The x402 package's own client, paying as `account`, allowed to spend the dev USDC."""
+    client = x402Client()
+    register_exact_evm_client(client, account)
+    allowed = [{"network": network.network, "asset": network.usdc_address}]
+    if network.v1_name:
+        allowed.append({"network": network.v1_name, "asset": network.usdc_address})
+    client.set_spend_controls({"allowed_assets": allowed})  # type: ignore[typeddict-item]
+    return client
 
 
 def sign_payment(
