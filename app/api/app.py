@@ -29,6 +29,7 @@ from app.api.controllers.messages import create_quote, send_messages
 from app.api.controllers.payments import topup_credits
 from app.api.controllers.reading import ReadingController, list_messages
 from app.api.errors import EXCEPTION_HANDLERS
+from app.api.openapi import COMPONENTS
 from app.api.ratelimit import RateLimitMiddleware, RequestLimits
 from app.db.engine import Database
 from app.hub.hub import Hub
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             version="0.1.0",
             description="Pay-per-message SMS API; phones are the radio.",
             path="/docs",
+            components=COMPONENTS,
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
         ),
         logging_config=None,

@@ -14,6 +14,13 @@ from litestar import Controller, Request, WebSocket, delete, get, post, websocke
 from litestar.di import Provide
 
 from app.api.auth import require_scope
+from app.api.openapi import (
+    DEVICE_SECURITY,
+    KEY_SECURITY,
+    body_schema,
+    error_responses,
+    typed_body,
+)
 from app.db.engine import Database
 from app.db.models import Device, Sim
 from app.domain.errors import InvalidInput, RateLimited, Unauthorized
@@ -114,9 +121,15 @@ def phone_socket_url(request: Request[Any, Any, Any], settings: Settings) -> str
 class DeviceController(Controller):
     path = "/v1/devices"
     tags = ["devices"]
+    security = KEY_SECURITY
     dependencies = {"auth": Provide(require_scope("devices.manage"))}
 
-    @post("/", summary="Pair a phone: its token (shown once), socket URL and a pairing QR code")
+    @post(
+        "/",
+        summary="Pair a phone: its token (shown once), socket URL and a pairing QR code",
+        operation_class=typed_body(body_schema(PairDeviceIn)),
+        responses=error_responses(400, 401, 403, 413),
+    )
     async def pair(
         self,
         request: Request[Any, Any, Any],
@@ -135,14 +148,23 @@ class DeviceController(Controller):
             pairing_qr=qr.png_data_uri(scale=4),
         )
 
-    @get("/", summary="This project's phones, online state and SIMs")
+    @get(
+        "/",
+        summary="This project's phones, online state and SIMs",
+        responses=error_responses(401, 403),
+    )
     async def list_devices(self, db: Database, auth: AuthContext, settings: Settings) -> DeviceList:
         pairs = await devices.list_devices(db, auth.project_id)
         return DeviceList(
             data=[DeviceOut(**device_out(d, sims, settings)) for d, sims in pairs], count=len(pairs)
         )
 
-    @delete("/{device_id:str}", status_code=200, summary="Revoke a phone; its socket closes now")
+    @delete(
+        "/{device_id:str}",
+        status_code=200,
+        summary="Revoke a phone; its socket closes now",
+        responses=error_responses(400, 401, 403, 404),
+    )
     async def revoke(
         self, db: Database, auth: AuthContext, hub: Hub, settings: Settings, device_id: str
     ) -> DeviceOut:
@@ -157,6 +179,8 @@ class DeviceController(Controller):
     tags=["devices"],
     summary="Online phones, their live SIMs, and every SIM ever seen",
     dependencies={"auth": Provide(require_scope("numbers.read"))},
+    security=KEY_SECURITY,
+    responses=error_responses(401, 403),
 )
 async def list_sims(db: Database, auth: AuthContext, settings: Settings) -> SimInventoryOut:
     inventory = await devices.sim_inventory(db, auth.project_id, settings.phone_idle_timeout_s)
@@ -173,6 +197,8 @@ async def list_sims(db: Database, auth: AuthContext, settings: Settings) -> SimI
     status_code=200,
     summary="Reserve a SIM for messages that name it",
     dependencies={"auth": Provide(require_scope("numbers.lock"))},
+    security=KEY_SECURITY,
+    responses=error_responses(400, 401, 403, 404),
 )
 async def lock_sim(db: Database, auth: AuthContext, sim_id: str) -> SimOut:
     return sim_out(await devices.set_sim_lock(db, auth.project_id, sim_id, True))
@@ -184,6 +210,8 @@ async def lock_sim(db: Database, auth: AuthContext, sim_id: str) -> SimOut:
     status_code=200,
     summary="Release a SIM lock",
     dependencies={"auth": Provide(require_scope("numbers.lock"))},
+    security=KEY_SECURITY,
+    responses=error_responses(400, 401, 403, 404),
 )
 async def unlock_sim(db: Database, auth: AuthContext, hub: Hub, sim_id: str) -> SimOut:
     sim = await devices.set_sim_lock(db, auth.project_id, sim_id, False)
@@ -206,7 +234,14 @@ def _device_token(request: Request[Any, Any, Any]) -> str:
     return token
 
 
-@post("/v1/phone/inbound", tags=["phones"], status_code=200, summary="Inbound SMS in a batch")
+@post(
+    "/v1/phone/inbound",
+    tags=["phones"],
+    status_code=200,
+    summary="Inbound SMS in a batch",
+    security=DEVICE_SECURITY,
+    responses=error_responses(400, 401, 413),
+)
 async def inbound_batch(
     request: Request[Any, Any, Any], db: Database, hub: Hub, data: InboundBatchIn
 ) -> InboundBatchOut:

@@ -5,15 +5,26 @@ from __future__ import annotations
 from litestar import get
 from litestar.exceptions import ServiceUnavailableException
 
+from app.api.openapi import error_responses
 from app.db.engine import Database
 
 
-@get("/healthz", tags=["operations"], summary="The process is up")
+@get(
+    "/healthz",
+    tags=["operations"],
+    summary="The process is up",
+    responses=error_responses(rate_limited=False, reads_database=False),
+)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", tags=["operations"], summary="The database answers")
+@get(
+    "/readyz",
+    tags=["operations"],
+    summary="The database answers",
+    responses=error_responses(503, rate_limited=False),
+)
 async def readyz(db: Database) -> dict[str, str]:
     try:
         await db.ping()

@@ -8,6 +8,7 @@ from litestar import Controller, delete, get, post
 from litestar.di import Provide
 
 from app.api.auth import require_scope
+from app.api.openapi import KEY_SECURITY, SCOPE_LIST, body_schema, error_responses, typed_body
 from app.api.schemas import CreateKeyIn, IssuedKeyOut, KeyList, KeyOut, ProjectOut
 from app.db.engine import Database
 from app.db.models import ApiKey
@@ -40,14 +41,24 @@ def _key_fields(key: ApiKey) -> dict[str, Any]:
 class KeyController(Controller):
     path = "/v1/keys"
     tags = ["keys"]
+    security = KEY_SECURITY
     dependencies = {"auth": Provide(require_scope("keys.manage"))}
 
-    @get("/", summary="List this project's keys (never their secrets)")
+    @get(
+        "/",
+        summary="List this project's keys (never their secrets)",
+        responses=error_responses(401, 403),
+    )
     async def list_keys(self, db: Database, auth: AuthContext) -> KeyList:
         keys = await projects.list_keys(db, auth.project_id)
         return KeyList(data=[key_out(k) for k in keys], count=len(keys))
 
-    @post("/", summary="Create a key; the raw key is in this response only")
+    @post(
+        "/",
+        summary="Create a key; the raw key is in this response only",
+        operation_class=typed_body(body_schema(CreateKeyIn, scopes=SCOPE_LIST)),
+        responses=error_responses(400, 401, 403, 413),
+    )
     async def create_key(
         self, db: Database, auth: AuthContext, settings: Settings, data: CreateKeyIn
     ) -> IssuedKeyOut:
@@ -56,11 +67,21 @@ class KeyController(Controller):
         )
         return issued_key_out(issued)
 
-    @delete("/{key_id:str}", status_code=200, summary="Revoke a key at once")
+    @delete(
+        "/{key_id:str}",
+        status_code=200,
+        summary="Revoke a key at once",
+        responses=error_responses(400, 401, 403, 404),
+    )
     async def revoke_key(self, db: Database, auth: AuthContext, key_id: str) -> KeyOut:
         return key_out(await projects.revoke_key(db, auth.project_id, key_id))
 
-    @post("/{key_id:str}/rotate", status_code=201, summary="Replace a key; the old one stops")
+    @post(
+        "/{key_id:str}/rotate",
+        status_code=201,
+        summary="Replace a key; the old one stops",
+        responses=error_responses(400, 401, 403, 404, 409),
+    )
     async def rotate_key(
         self, db: Database, auth: AuthContext, settings: Settings, key_id: str
     ) -> IssuedKeyOut:
@@ -74,6 +95,8 @@ class KeyController(Controller):
     tags=["keys"],
     summary="Which project this key belongs to and what it may do",
     dependencies={"auth": Provide(require_scope(None))},
+    security=KEY_SECURITY,
+    responses=error_responses(401),
 )
 async def current_project(db: Database, auth: AuthContext) -> ProjectOut:
     project = await projects.get_project(db, auth.project_id)

@@ -8,6 +8,7 @@ from litestar import MediaType, Request, Response, post
 
 from app.api.auth import optional_auth
 from app.api.controllers.payments import pay_per_call
+from app.api.openapi import OPTIONAL_KEY_SECURITY, QUOTE_BODY, SEND_BODY, error_responses
 from app.db.engine import Database
 from app.domain import pricing
 from app.domain.errors import (
@@ -78,15 +79,25 @@ def parse_drafts(payload: Any) -> list[quoting.Draft]:
     return [quoting.Draft(to, body, tag) for to in _recipients(payload["to"])]
 
 
+def _whole_number(value: Any) -> int | None:
+    """An integer as JSON means it: `10` or `10.0` (the same number), never `true`."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def parse_options(payload: dict[str, Any], idempotency_key: str | None) -> sending.SendOptions:
-    ttl = payload.get("ttl_s")
-    if ttl is not None and (
-        not isinstance(ttl, int) or isinstance(ttl, bool) or not 10 <= ttl <= 604_800
-    ):
+    raw_ttl = payload.get("ttl_s")
+    ttl = _whole_number(raw_ttl)
+    if raw_ttl is not None and (ttl is None or not 10 <= ttl <= 604_800):
         raise InvalidInput("`ttl_s` must be an integer number of seconds from 10 to 604800")
     sim = payload.get("sim")
-    if isinstance(sim, int) and not isinstance(sim, bool):
-        sim = str(sim)
+    if _whole_number(sim) is not None:
+        sim = str(_whole_number(sim))
     return sending.SendOptions(
         region=_region(payload),
         sim=_optional_text({"sim": sim}, "sim", 64),
@@ -119,7 +130,15 @@ def _region(payload: dict[str, Any]) -> str | None:
     return region.upper() if region else None
 
 
-@post("/v1/messages", tags=["messages"], status_code=202, summary="Send SMS (credits or x402)")
+@post(
+    "/v1/messages",
+    tags=["messages"],
+    status_code=202,
+    summary="Send SMS (credits or x402)",
+    operation_class=SEND_BODY,
+    security=OPTIONAL_KEY_SECURITY,
+    responses=error_responses(400, 401, 402, 403, 409, 413, 422),
+)
 async def send_messages(
     request: Request[Any, Any, Any],
     db: Database,
@@ -181,7 +200,15 @@ async def topup_offer_response(
     )
 
 
-@post("/v1/quotes", tags=["messages"], status_code=200, summary="Price a message; no key needed")
+@post(
+    "/v1/quotes",
+    tags=["messages"],
+    status_code=200,
+    summary="Price a message; no key needed",
+    operation_class=QUOTE_BODY,
+    security=OPTIONAL_KEY_SECURITY,
+    responses=error_responses(400, 401, 413),
+)
 async def create_quote(
     request: Request[Any, Any, Any],
     db: Database,

@@ -14,6 +14,7 @@ from litestar.di import Provide
 
 from app.api.auth import require_scope
 from app.api.errors import status_for
+from app.api.openapi import KEY_SECURITY, TOPUP_BODY, error_responses
 from app.db.engine import Database
 from app.domain import pricing
 from app.domain.errors import InvalidBody, InvalidInput
@@ -110,6 +111,9 @@ async def pay_per_call(
     status_code=200,
     summary="Top up the project's credits with USDC (x402 or a plain transfer)",
     dependencies={"auth": Provide(require_scope(None))},
+    operation_class=TOPUP_BODY,
+    security=KEY_SECURITY,
+    responses=error_responses(400, 401, 402, 409, 413, 422),
 )
 async def topup_credits(
     request: Request[Any, Any, Any],

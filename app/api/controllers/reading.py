@@ -12,6 +12,7 @@ from litestar.di import Provide
 from litestar.params import Parameter
 
 from app.api.auth import optional_auth, require_scope
+from app.api.openapi import KEY_SECURITY, OPTIONAL_KEY_SECURITY, error_responses
 from app.api.schemas_reading import (
     CreditsOut,
     MessageList,
@@ -29,16 +30,34 @@ from app.services import credits, reading
 from app.services.projects import AuthContext
 
 Query = Annotated[str | None, Parameter(required=False)]
+# The documented shapes of the query values parsed below (the parsers keep their own errors).
+_STATUS = "(?:" + "|".join(sorted(reading.LISTABLE_STATUSES)) + ")"
+_DAY = "[1-9][0-9]{3}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+_TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\\.[0-9]{1,6})?)?"
+_OFFSET = "Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]"
+Limit = Annotated[
+    str | None,
+    Parameter(
+        required=False,
+        description=f"Page size, 1 to {reading.MAX_PAGE} (default 50)",
+        schema_extra={"pattern": f"^(?:[1-9][0-9]{{0,2}}|{reading.MAX_PAGE})$"},
+    ),
+]
+Cursor = Annotated[
+    str | None,
+    Parameter(required=False, description="`next_cursor` of the previous page, as given"),
+]
 
 
 def parse_limit(text: str | None, default: int = 50) -> int:
     if text is None:
         return default
-    if not text.strip().isdigit() or not 1 <= int(text) <= reading.MAX_PAGE:
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or not 1 <= int(digits) <= reading.MAX_PAGE:
         raise InvalidInput(
             f"`limit` must be an integer from 1 to {reading.MAX_PAGE}", param="limit"
         )
-    return int(text)
+    return int(digits)
 
 
 def _since(text: str | None) -> datetime | None:
@@ -46,11 +65,12 @@ def _since(text: str | None) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(text.strip())
-    except ValueError:
+        # In UTC here: an offset that moves the moment past year 1 or 9999 is invalid input.
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidInput(
             "`since` must be an ISO 8601 date-time such as 2026-01-31T12:00:00Z", param="since"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _number(text: str | None) -> str | None:
@@ -101,6 +121,8 @@ class ReadingController(Controller):
         "/messages/{message_id:str}",
         summary="One message",
         dependencies={"auth": Provide(require_scope("messages.read"))},
+        security=KEY_SECURITY,
+        responses=error_responses(400, 401, 403, 404),
     )
     async def get_message(self, db: Database, auth: AuthContext, message_id: str) -> MessageOut:
         return message_out(await reading.get_message(db, auth.project_id, message_id))
@@ -110,6 +132,8 @@ class ReadingController(Controller):
         status_code=200,
         summary="Cancel a queued message; its price is refunded",
         dependencies={"auth": Provide(require_scope("messages.send"))},
+        security=KEY_SECURITY,
+        responses=error_responses(400, 401, 403, 404, 409),
     )
     async def cancel_message(self, db: Database, auth: AuthContext, message_id: str) -> MessageOut:
         """409 `not_cancelable` (with `current_status`) once the message has left the queue."""
@@ -120,11 +144,18 @@ class ReadingController(Controller):
         status_code=200,
         summary="Hide a message from default listings (idempotent)",
         dependencies={"auth": Provide(require_scope("messages.read"))},
+        security=KEY_SECURITY,
+        responses=error_responses(400, 401, 403, 404),
     )
     async def archive_message(self, db: Database, auth: AuthContext, message_id: str) -> MessageOut:
         return message_out(await reading.archive_message(db, auth.project_id, message_id))
 
-    @get("/requests/{request_id:str}", summary="A request's status and its messages")
+    @get(
+        "/requests/{request_id:str}",
+        summary="A request's status and its messages",
+        security=OPTIONAL_KEY_SECURITY,
+        responses=error_responses(400, 401, 403, 404),
+    )
     async def get_request(
         self, request: Request[Any, Any, Any], db: Database, request_id: str
     ) -> RequestOut:
@@ -140,6 +171,8 @@ class ReadingController(Controller):
         "/stats",
         summary="Message counts and credit spend of this project",
         dependencies={"auth": Provide(require_scope("messages.read"))},
+        security=KEY_SECURITY,
+        responses=error_responses(401, 403),
     )
     async def stats(self, db: Database, auth: AuthContext) -> StatsOut:
         return stats_out(await reading.project_stats(db, auth.project_id))
@@ -149,9 +182,11 @@ class ReadingController(Controller):
         tags=["credits"],
         summary="Credit balance and ledger, newest first",
         dependencies={"auth": Provide(require_scope("credits.read"))},
+        security=KEY_SECURITY,
+        responses=error_responses(400, 401, 403),
     )
     async def credits(
-        self, db: Database, auth: AuthContext, limit: Query = None, cursor: Query = None
+        self, db: Database, auth: AuthContext, limit: Limit = None, cursor: Cursor = None
     ) -> CreditsOut:
         """Amounts in USDC atomic units (6 decimals) and as decimal strings."""
         before = reading.decode_cursor(cursor) if cursor is not None else None
@@ -167,21 +202,43 @@ class ReadingController(Controller):
     tags=["messages"],
     summary="List this project's messages, newest first",
     dependencies={"auth": Provide(require_scope("messages.read"))},
+    security=KEY_SECURITY,
+    responses=error_responses(400, 401, 403),
 )
 async def list_messages(
     db: Database,
     auth: AuthContext,
-    direction: Query = None,
-    status: Query = None,
+    direction: Annotated[
+        str | None, Parameter(required=False, schema_extra={"enum": ["in", "out"]})
+    ] = None,
+    status: Annotated[
+        str | None,
+        Parameter(
+            required=False,
+            description="One status or a comma-separated list",
+            schema_extra={"pattern": f"^{_STATUS}(?:,{_STATUS})*$"},
+        ),
+    ] = None,
     tag: Query = None,
-    sim: Query = None,
+    sim: Annotated[str | None, Parameter(required=False, description="A SIM id")] = None,
     to: Query = None,
     from_: Annotated[str | None, Parameter(query="from", required=False)] = None,
-    since: Query = None,
-    since_id: Query = None,
-    archived: Query = None,
-    limit: Query = None,
-    cursor: Query = None,
+    since: Annotated[
+        str | None,
+        Parameter(
+            required=False,
+            description="ISO 8601 date or date-time; without an offset it is UTC",
+            schema_extra={"pattern": f"^{_DAY}(?:T{_TIME}(?:{_OFFSET})?)?$"},
+        ),
+    ] = None,
+    since_id: Annotated[
+        str | None, Parameter(required=False, description="A message id of this project")
+    ] = None,
+    archived: Annotated[
+        str | None, Parameter(required=False, schema_extra={"enum": ["true", "false"]})
+    ] = None,
+    limit: Limit = None,
+    cursor: Cursor = None,
 ) -> MessageList:
     """Filters: `direction` (in|out), `status` (one or a comma list), `tag`, `sim` (SIM id),
     `to`, `from`, `since` (ISO 8601), `since_id` (only messages newer than that one),
