@@ -25,6 +25,7 @@ from app.db.engine import Database
 from app.db.models import Message, MessageRequest, Payment, StoredQuote
 from app.payments.chain import ChainClient
 from app.payments.devchain import DevChain, start_devchain
+from app.payments.wire import decode_payment
 from tests.support.devchain import official_client
 from tests.support.live import eventually
 from tests.support.postgres import free_port
@@ -263,3 +264,31 @@ async def _released(db: Database, quote_id: str) -> bool:
             await session.execute(select(StoredQuote).where(StoredQuote.id == quote_id))  # type: ignore[arg-type]
         ).scalar_one()
     return await payment_row(db) is None and quote.used_at is None
+
+
+async def test_an_authorization_settled_by_someone_else_is_found_on_chain_and_queued(
+    db: Database, chain: DevChain
+) -> None:
+    """No hash of ours to follow (a facilitator that answered too late, the payer submitting
+    it itself): the sweep finds the transaction by the token's `AuthorizationUsed` log."""
+    payer = await chain.new_payer()
+    header = await crash_at("settle.reserved", db, chain, payer)
+    held = await payment_row(db)
+    assert held is not None and held.tx_hash is None
+    other_relayer = await chain.new_payer(usdc_atomic=0, eth_wei=10**18)
+    async with ChainClient(chain.network_config(relayer_key=other_relayer.key.to_0x_hex())) as c:
+        elsewhere = await c.settle_authorization(decode_payment(header))
+
+    server = Server(db.url, chain)
+    try:
+        await server.ready()
+        await eventually(lambda: settled(db), timeout_s=20)
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            retried = await pay(http, header)
+    finally:
+        server.stop()
+
+    recorded = await payment_row(db)
+    assert recorded is not None and recorded.tx_hash == elsewhere.tx_hash
+    assert retried.status_code == 202 and retried.json()["request_id"] == held.request_id
+    assert await count(db, Message) == 1
