@@ -29,11 +29,13 @@ from app.api.controllers.messages import create_quote, send_messages
 from app.api.controllers.payments import topup_credits
 from app.api.controllers.reading import ReadingController, list_messages
 from app.api.errors import EXCEPTION_HANDLERS
+from app.api.json_guard import JsonDepthMiddleware
 from app.api.openapi import COMPONENTS
 from app.api.ratelimit import RateLimitMiddleware, RequestLimits
 from app.db.engine import Database
 from app.hub.hub import Hub
 from app.hub.signals import channels_for
+from app.json_limits import restore_recursion_limit
 from app.logs import configure_logging, get_logger
 from app.services.x402 import Settlements, reconciliation_running
 from app.services.x402_runtime import PaymentRuntime
@@ -76,6 +78,8 @@ async def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 def create_app(settings: Settings | None = None, db: Database | None = None) -> Litestar:
+    # Every heavy import (web3, eth-account, py_ecc) is done by now: undo py_ecc's limit.
+    restore_recursion_limit()
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
     database = db or Database(settings.database_url)
@@ -130,7 +134,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         },
         state=State({"settings": settings, "db": database, "hub": hub, "rate_limits": rate_limits}),
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[RequestLogMiddleware(), RateLimitMiddleware(rate_limits)],
+        middleware=[RequestLogMiddleware(), RateLimitMiddleware(rate_limits), JsonDepthMiddleware()],
         lifespan=[lifespan],
         request_max_body_size=settings.max_request_bytes,
         openapi_config=OpenAPIConfig(

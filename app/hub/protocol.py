@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 
+from app.json_limits import MAX_JSON_DEPTH, json_too_deep
+
 # Close codes the server uses.
 CLOSE_INVALID_TOKEN = 4401
 CLOSE_REVOKED = 4403
@@ -90,6 +92,12 @@ class FrameError(ValueError):
 
 
 def decode_frame(raw: str | bytes) -> PhoneFrame:
+    """The frame in `raw`; FrameError (answered with an `error` frame) for anything unusable.
+    Nesting is bounded before the decoder sees the text, so no frame can exhaust the stack."""
+    if json_too_deep(raw):
+        raise FrameError(
+            "invalid_frame", f"the frame nests JSON more than {MAX_JSON_DEPTH} levels deep"
+        )
     try:
         return _decoder.decode(raw)
     except msgspec.ValidationError as exc:

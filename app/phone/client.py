@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from app.json_limits import MAX_JSON_DEPTH, json_too_deep, restore_recursion_limit
 from app.phone.radios import Radio, SendOutcome, SimInfo
 from app.phone.store import (
     ACCEPTED,
@@ -210,6 +211,7 @@ class PhoneClient:
 
         A client runs once: make a new one to run again.
         """
+        restore_recursion_limit()  # a radio backend or its caller may have imported py_ecc
         self._store = await PhoneStore.open(self.store_path)
         background: list[asyncio.Task[None]] = []
         try:
@@ -688,6 +690,9 @@ def _dump(frame: dict[str, Any]) -> str:
 
 
 def _parse(raw: str | bytes) -> dict[str, Any] | None:
+    if json_too_deep(raw):
+        log.warning("ignoring a frame nested more than %d levels deep", MAX_JSON_DEPTH)
+        return None
     try:
         frame = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
