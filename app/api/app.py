@@ -37,6 +37,7 @@ from app.hub.hub import Hub
 from app.hub.signals import channels_for
 from app.json_limits import restore_recursion_limit
 from app.logs import configure_logging, get_logger
+from app.services.retention import PurgeSweep
 from app.services.x402 import Settlements, reconciliation_running
 from app.services.x402_runtime import PaymentRuntime
 from app.settings import Settings
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     payments = PaymentRuntime(settings)
     settlements = Settlements(database, settings, payments, hub) if payments.enabled else None
     rate_limits = RequestLimits(settings)
+    purge = PurgeSweep(database, settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -95,12 +97,14 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             async with channels:
                 await hub.start()
                 payments.start()
+                purge.start()
                 try:
                     async with reconciliation_running(
                         settlements, settings.payment_reconcile_interval_s
                     ):
                         yield
                 finally:
+                    await purge.stop()
                     await payments.close()
                     await hub.stop()
         finally:
@@ -132,7 +136,15 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             "hub": Provide(lambda: hub, sync_to_thread=False),
             "payments": Provide(lambda: payments, sync_to_thread=False),
         },
-        state=State({"settings": settings, "db": database, "hub": hub, "rate_limits": rate_limits}),
+        state=State(
+            {
+                "settings": settings,
+                "db": database,
+                "hub": hub,
+                "rate_limits": rate_limits,
+                "purge": purge,
+            }
+        ),
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             RequestLogMiddleware(),

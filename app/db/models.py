@@ -9,6 +9,18 @@ from sqlmodel import Field, SQLModel
 
 from app.db.types import UTCDateTime
 
+# Conditions of the partial indexes the purge sweep reads (app/services/retention.py), as
+# literal SQL: SQLite uses a partial index only when a query repeats its condition verbatim.
+UNUSED_QUOTE = "used_at IS NULL"
+REPLAYABLE_REQUEST = "billing = 'credits' AND response IS NOT NULL"
+HAS_BODY = "body <> ''"
+HAS_DEDUPE_ID = "phone_message_id IS NOT NULL"
+
+
+def _partial_index(name: str, column: str, where: str) -> sa.Index:
+    condition = sa.text(where)
+    return sa.Index(name, column, sqlite_where=condition, postgresql_where=condition)
+
 
 def _ts(nullable: bool = False, index: bool = False) -> object:
     return Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=nullable, index=index))
@@ -52,6 +64,7 @@ class StoredQuote(SQLModel, table=True):
     """Exactly what was priced; a payment binds to one quote and uses it at most once."""
 
     __tablename__ = "quotes"
+    __table_args__ = (_partial_index("ix_quotes_unused_expiry", "expires_at", UNUSED_QUOTE),)
 
     seq: int | None = Field(default=None, primary_key=True)
     id: str = Field(max_length=40, unique=True, index=True)
@@ -126,6 +139,7 @@ class MessageRequest(SQLModel, table=True):
     __tablename__ = "requests"
     __table_args__ = (
         sa.UniqueConstraint("project_id", "idempotency_key", name="uq_requests_idempotency"),
+        _partial_index("ix_requests_replay_retention", "created_at", REPLAYABLE_REQUEST),
     )
 
     seq: int | None = Field(default=None, primary_key=True)
@@ -151,6 +165,8 @@ class Message(SQLModel, table=True):
         sa.UniqueConstraint("device_id", "phone_message_id", name="uq_messages_phone_id"),
         sa.Index("ix_messages_dispatch", "project_id", "status", "seq"),
         sa.Index("ix_messages_sim_window", "sim_id", "dispatched_at"),
+        _partial_index("ix_messages_body_retention", "created_at", HAS_BODY),
+        _partial_index("ix_messages_dedupe_retention", "created_at", HAS_DEDUPE_ID),
     )
 
     seq: int | None = Field(default=None, primary_key=True)
