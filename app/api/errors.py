@@ -8,6 +8,8 @@ import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.domain import errors
 from app.logs import get_logger
@@ -103,6 +105,23 @@ def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) ->
     )
 
 
+def database_unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The database cannot be reached, is locked past the wait, or the pool is exhausted: 503,
+    which a caller may retry, instead of a 500."""
+    log.warning(
+        "database_unavailable",
+        method=request.method,
+        path=request.url.path,
+        error_type=type(exc).__name__,
+    )
+    return error_response(
+        503,
+        "unavailable",
+        "the database is unavailable; try again shortly",
+        {"Retry-After": "1"},
+    )
+
+
 def _is_decode_error(exc: HTTPException) -> bool:
     cause = exc.__cause__
     return isinstance(cause, SerializationException | msgspec.DecodeError) or (
@@ -123,5 +142,9 @@ def _validation_details(exc: ValidationException) -> list[Any]:
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     errors.SimwireError: simwire_error_handler,
     HTTPException: http_error_handler,
+    OperationalError: database_unavailable_handler,
+    InterfaceError: database_unavailable_handler,
+    PoolTimeout: database_unavailable_handler,
+    ConnectionError: database_unavailable_handler,
     Exception: unexpected_error_handler,
 }

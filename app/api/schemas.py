@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
+
+# A name as stored (200 characters at most, as the column holds; PostgreSQL refuses NUL).
+Name = Annotated[
+    str, msgspec.Meta(max_length=200, pattern="^[^\u0000]*$", description="Up to 200 characters")
+]
 
 
 class KeyOut(msgspec.Struct):
@@ -29,7 +35,7 @@ class KeyList(msgspec.Struct):
 
 
 class CreateKeyIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: str = ""
+    name: Name = ""
     scopes: list[str] | None = None
 
 

@@ -83,3 +83,17 @@ async def test_openapi_document_and_docs_page(client):
     assert schema["openapi"].startswith("3.")
     assert "/v1/keys" in schema["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_unreachable_database_is_503_json(engine_name, settings, tmp_path):
+    url = (
+        f"sqlite+aiosqlite:///{tmp_path}/missing/dir/simwire.db"
+        if engine_name == "sqlite"
+        else "postgresql+asyncpg://simwire@127.0.0.1:9/simwire"  # nothing listens there
+    )
+    gone = settings.model_copy(update={"database_url": url})
+    key = {"Authorization": "Bearer sw_live_" + "0" * 32}
+    async with app_client(create_app(gone)) as http:
+        response = await http.get("/v1/project", headers=key)
+    assert_error_shape(response, 503, "unavailable")
+    assert response.headers["retry-after"] == "1"

@@ -24,6 +24,7 @@ from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ignored_auth,
+    negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -37,12 +38,16 @@ from tests.support.live import fast_settings, live_server, start_phone
 
 # Examples per operation and generation mode (positive, negative): bounded so a run stays near a
 # minute per engine on a small machine; hypothesis is derandomized, so a run is repeatable.
-EXAMPLES = 25
+EXAMPLES = 40
 
 CONFIG = schemathesis.Config.from_str(
     """
 [generation]
 with-security-parameters = false
+
+[checks.negative_data_rejection]
+# 413: a generated body past the server's size limit is refused for its size.
+expected-statuses = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]
 """
 )
 
@@ -88,6 +93,7 @@ CHECKS = [
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,
+    negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     ignored_auth,

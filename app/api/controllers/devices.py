@@ -21,6 +21,7 @@ from app.api.openapi import (
     error_responses,
     typed_body,
 )
+from app.api.schemas import Name
 from app.db.engine import Database
 from app.db.models import Device, Sim
 from app.domain.errors import InvalidInput, RateLimited, Unauthorized
@@ -34,7 +35,7 @@ from app.settings import Settings
 
 
 class PairDeviceIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: str = ""
+    name: Name = ""
 
 
 class SimOut(msgspec.Struct):
