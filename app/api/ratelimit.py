@@ -211,13 +211,18 @@ class RateLimitMiddleware(ASGIMiddleware):
         headers = limit_headers(primary, budget.rate.window_s)
         status = 0
         closed_code = 0
+        token_accepted = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status, closed_code
+            nonlocal status, closed_code, token_accepted
             event: Any = message
             if event["type"] == "http.response.start":
                 status = event["status"]
                 event = {**event, "headers": [*event.get("headers", []), *headers]}
+            elif event["type"] == "websocket.send" and key_id is not None and not token_accepted:
+                # The hub sends nothing before the device token matched (`connected` first).
+                token_accepted = True
+                limits.note_key(key_id, authenticated=True)
             elif event["type"] == "websocket.close":
                 closed_code = event.get("code", 1000)
             await send(event)

@@ -3,6 +3,7 @@ server for the phone socket), with a movable clock instead of waiting."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from app.api.app import create_app
 from app.api.ratelimit import ClientAddresses
 from app.db.engine import Database
+from app.services import devices
 from app.settings import Settings
 from tests.support.factories import new_tenant
 from tests.support.live import fast_settings, live_server
@@ -228,8 +230,13 @@ async def test_rate_limits_false_turns_every_limit_off(settings, db):
 
 @pytest.mark.parametrize("engine_name", ["sqlite"], indirect=True)
 async def test_wrong_device_tokens_are_refused_at_the_phone_socket_handshake(settings, db):
+    tenant = await new_tenant(db)
+    paired = await devices.pair_device(db, tenant.project_id)
     limited = fast_settings(settings, rate_limits=True, rate_limit_auth_failures_per_minute=2)
     async with live_server(limited, db) as server:
+        good = f"{server.ws_url}?token={paired.token}"
+        async with connect(good) as socket:
+            assert json.loads(await socket.recv())["type"] == "connected"
         bad = f"{server.ws_url}?token=sw_dev_{'0' * 32}"
         for _ in range(2):
             async with connect(bad) as socket:
@@ -243,3 +250,6 @@ async def test_wrong_device_tokens_are_refused_at_the_phone_socket_handshake(set
         assert response.status_code == 429
         assert int(response.headers["Retry-After"]) >= 1
         assert b"rate_limited" in response.body
+        # The phone that connected before the guessing started still gets in.
+        async with connect(good) as socket:
+            assert json.loads(await socket.recv())["type"] == "connected"
