@@ -170,7 +170,8 @@ class RateLimitMiddleware(ASGIMiddleware):
         credential = _credential(scope)
         is_socket = scope["type"] == "websocket"
         key_id = _key_id(credential) if credential is not None else None
-        if (key_id is None and is_socket) or (key_id and not limits.key_is_known(key_id)):
+        known = key_id is not None and limits.key_is_known(key_id)
+        if not known and (key_id is not None or is_socket):
             failures = limits.auth_failures.peek(address, now)
             if not failures.allowed:
                 await self._refuse(
@@ -182,11 +183,25 @@ class RateLimitMiddleware(ASGIMiddleware):
                     "too many failed authentications from this address",
                 )
                 return
+        if not known:
+            # A key not seen to authenticate counts as anonymous too: random keys sent to a
+            # route that never checks them must not each buy a fresh budget.
+            anonymous = limits.per_address.take(address, now)
+            if not anonymous.allowed:
+                await self._refuse(
+                    scope,
+                    send,
+                    anonymous,
+                    limits.per_address.rate.window_s,
+                    "client_address",
+                    "too many requests for this client address",
+                )
+                return
         if key_id is not None:
             budget, name, who = limits.per_key, "api_key", key_id
         else:
             budget, name, who = limits.per_address, "client_address", address
-        primary = budget.take(who, now)
+        primary = budget.take(who, now) if key_id is not None else anonymous
         if not primary.allowed:
             await self._refuse(
                 scope,

@@ -105,6 +105,23 @@ async def test_anonymous_callers_are_limited_per_client_address(settings, db):
         assert (await first.get("/openapi.json")).status_code == 200
 
 
+async def test_made_up_keys_do_not_buy_fresh_budgets_on_routes_that_ignore_them(settings, db):
+    tenant = await new_tenant(db)
+    async with limited_app(settings, db, rate_limit_ip_per_s=1.0, rate_limit_ip_burst=3) as (
+        clock,
+        http,
+    ):
+        # A real key, once it authenticated, counts only against its own budget.
+        assert (await http.get("/v1/project", headers=tenant.headers)).status_code == 200
+        for i in range(2):
+            made_up = {"Authorization": f"Bearer sw_live_{i:032x}"}
+            assert (await http.get("/openapi.json", headers=made_up)).status_code == 200
+        made_up = {"Authorization": f"Bearer sw_live_{9:032x}"}
+        assert_rate_limited(await http.get("/openapi.json", headers=made_up), "client_address")
+        assert_rate_limited(await http.get("/openapi.json?token=anything"), "client_address")
+        assert (await http.get("/v1/project", headers=tenant.headers)).status_code == 200
+
+
 async def test_wrong_keys_from_one_address_are_refused_before_they_are_checked(settings, db):
     tenant = await new_tenant(db, "acme")
     late = await new_tenant(db, "globex")
