@@ -37,6 +37,8 @@ DISPATCH_CHANNEL = "simwire_dispatch"
 DEVICE_CHANNEL = "simwire_devices"
 CLAIM_BATCH = 5
 LAST_SEEN_WRITE_INTERVAL_S = 5.0
+# Frames a socket's reader may take off the socket ahead of their handling.
+READ_AHEAD_FRAMES = 256
 
 
 def _frame_data(event: ReceiveMessage) -> str | bytes:
@@ -44,6 +46,16 @@ def _frame_data(event: ReceiveMessage) -> str | bytes:
     if event["type"] == "websocket.receive":
         return event.get("text") or event.get("bytes") or b""
     return b""
+
+
+@dataclass(frozen=True)
+class _SocketEnded:
+    """The last item of a socket's inbox: the phone is gone (`error`: why, if it failed)."""
+
+    error: Exception | None = None
+
+
+_Inboxed = protocol.PhoneFrame | protocol.FrameError | _SocketEnded
 
 
 @dataclass(eq=False)
@@ -80,6 +92,9 @@ class Hub:
         )
         self.phone_limits = PhoneLimits(settings)
         self._dirty: set[str] = set()
+        # Commands whose `accepted` has arrived on a socket here but is not handled yet: the
+        # ack-timeout sweep must not take them back.
+        self.accepts_in_hand: set[str] = set()
         self._wake = asyncio.Event()
         self._rotation: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -213,7 +228,11 @@ class Hub:
             await asyncio.sleep(self.settings.sweep_interval_s)
             try:
                 result = await outbound.sweep(
-                    self.db, self.settings.ack_timeout_s, self.settings.result_timeout_s
+                    self.db,
+                    self.settings.ack_timeout_s,
+                    self.settings.result_timeout_s,
+                    instance_id=self.instance_id,
+                    accepts_in_hand=frozenset(self.accepts_in_hand),
                 )
             except Exception as exc:
                 log.error("sweep_failed", error=repr(exc))
@@ -298,23 +317,62 @@ class Hub:
                 return
 
     async def _receive_loop(self, connection: PhoneConnection) -> None:
-        while True:
-            try:
-                message = await asyncio.wait_for(
-                    connection.socket.receive(), timeout=self.settings.phone_idle_timeout_s
-                )
-            except TimeoutError:
-                await connection.close(protocol.CLOSE_IDLE, "no frames within the idle timeout")
-                return
-            if message["type"] == "websocket.disconnect":
-                return
-            await self.phone_limits.frame(connection.device.id)
-            try:
-                parsed = protocol.decode_frame(_frame_data(message))
-                await self._handle(connection, parsed)
-            except protocol.FrameError as exc:
-                await connection.send(protocol.frame("error", code=exc.code, message=exc.message))
-            await self._note_seen(connection, None)
+        """Handles the socket's frames in order while a reader takes them off the socket as
+        they arrive, so an `accepted` counts from its arrival: a command whose acceptance has
+        arrived is never sent back to the queue as unaccepted, however long the frames before
+        it take to store."""
+        inbox: asyncio.Queue[_Inboxed] = asyncio.Queue(READ_AHEAD_FRAMES)
+        reader = asyncio.create_task(self._read_frames(connection, inbox))
+        try:
+            while not isinstance(item := await inbox.get(), _SocketEnded):
+                try:
+                    if isinstance(item, protocol.FrameError):
+                        raise item
+                    await self._handle(connection, item)
+                except protocol.FrameError as exc:
+                    await connection.send(
+                        protocol.frame("error", code=exc.code, message=exc.message)
+                    )
+                finally:
+                    if isinstance(item, protocol.Accepted):
+                        self.accepts_in_hand.discard(item.id)
+                await self._note_seen(connection, None)
+            if item.error is not None:
+                raise item.error
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _read_frames(
+        self, connection: PhoneConnection, inbox: asyncio.Queue[_Inboxed]
+    ) -> None:
+        """The socket's reader: decodes each frame as it arrives and notes acceptances in hand;
+        ends the inbox with `_SocketEnded` (closed, idle, or the error that ended it)."""
+        ended = _SocketEnded()
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(
+                        connection.socket.receive(), timeout=self.settings.phone_idle_timeout_s
+                    )
+                except TimeoutError:
+                    await connection.close(protocol.CLOSE_IDLE, "no frames within the idle timeout")
+                    break
+                if message["type"] == "websocket.disconnect":
+                    break
+                await self.phone_limits.frame(connection.device.id)
+                try:
+                    parsed = protocol.decode_frame(_frame_data(message))
+                except protocol.FrameError as exc:
+                    await inbox.put(exc)
+                    continue
+                if isinstance(parsed, protocol.Accepted):
+                    self.accepts_in_hand.add(parsed.id)
+                await inbox.put(parsed)
+        except Exception as exc:
+            ended = _SocketEnded(exc)
+        await inbox.put(ended)
 
     async def _note_seen(
         self, connection: PhoneConnection, heartbeat: dict[str, Any] | None

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db.engine import Database
-from app.db.models import Message, Sim
+from app.db.models import Device, Message, Sim
 from app.domain import statuses
 from app.services.credits import refund_message
 from app.services.ids import new_id, utcnow
@@ -329,18 +329,41 @@ class SweepResult:
     no_result: int
 
 
-async def sweep(db: Database, ack_timeout_s: float, result_timeout_s: float) -> SweepResult:
+async def sweep(
+    db: Database,
+    ack_timeout_s: float,
+    result_timeout_s: float,
+    *,
+    instance_id: str | None = None,
+    accepts_in_hand: frozenset[str] = frozenset(),
+) -> SweepResult:
     """The clock's transitions: unaccepted commands past the ack timeout go back to the queue;
     queued messages past their TTL expire; accepted messages with no result past the bound
-    fail with `no_result`. Expired and failed ones are refunded."""
+    fail with `no_result`. Expired and failed ones are refunded.
+
+    An instance takes back the commands of phones connected to it (or to none), except those
+    whose `accepted` it already holds (`accepts_in_hand`): they arrived in time. A phone on
+    another instance is that instance's to time out; after three ack timeouts anyone does, in
+    case that instance died without saying so."""
     now = utcnow()
+    deadline = now - timedelta(seconds=ack_timeout_s)
+    unaccepted = [col(Message.status) == statuses.SENDING, col(Message.dispatched_at) < deadline]
+    if instance_id is not None:
+        ours = select(col(Device.id)).where(
+            or_(col(Device.instance_id) == instance_id, col(Device.instance_id).is_(None))
+        )
+        unaccepted.append(
+            or_(
+                col(Message.device_id).in_(ours),
+                col(Message.dispatched_at) < now - timedelta(seconds=3 * ack_timeout_s),
+            )
+        )
+    if accepts_in_hand:
+        unaccepted.append(col(Message.id).not_in(accepts_in_hand))
     async with db.transaction() as session:
         requeued = await session.execute(
             update(Message)
-            .where(
-                col(Message.status) == statuses.SENDING,
-                col(Message.dispatched_at) < now - timedelta(seconds=ack_timeout_s),
-            )
+            .where(*unaccepted)
             .values(status=statuses.QUEUED, device_id=None, sim_id=None)
             .returning(col(Message.project_id))
         )

@@ -527,3 +527,60 @@ async def test_a_silent_phone_is_detected_dead_and_its_sims_go_offline(hub_setti
 async def _no_live_sims(db, project_id, settings):
     inventory = await devices.sim_inventory(db, project_id, settings.phone_idle_timeout_s)
     return inventory if not inventory.live_sims else None
+
+
+async def test_an_acceptance_that_arrived_in_time_holds_however_late_it_is_handled(
+    hub_settings, db
+):
+    """The phone answers `accepted` at once, right behind 250 inbound SMS that keep the hub
+    storing well past the ack timeout: the command is not taken back and offered again."""
+    tenant = await new_tenant(db)
+    paired = await devices.pair_device(db, tenant.project_id)
+    busy_settings = fast_settings(
+        hub_settings, ack_timeout_s=0.3, sweep_interval_s=0.05, rate_limits=False
+    )
+    async with live_server(busy_settings, db) as server:
+        phone = await RawPhone.connect(server, paired.token)
+        await eventually(lambda: server.hub.connections[paired.device.id].ready)
+        [message_id] = await queue(db, tenant.project_id)
+        await server.hub.notify_queued(tenant.project_id)
+        offer = await phone.next("send_sms")
+        backlog = [
+            {
+                "type": "inbound",
+                "message": {
+                    "id": f"in-{n}",
+                    "address": "+15550109999",
+                    "body": f"hi {n}",
+                    "date": 1,
+                    "sim_slot": 0,
+                },
+            }
+            for n in range(250)
+        ]
+        for frame in backlog:
+            await phone.send(frame)
+        await phone.send({"type": "accepted", "id": message_id})
+        sent_by = asyncio.get_running_loop().time()
+
+        seen = await _frames_until_answered(phone, message_id)
+        answered_after_s = asyncio.get_running_loop().time() - sent_by
+
+    assert offer["id"] == message_id
+    assert seen[-1] == {"type": "accept_ack", "id": message_id}
+    # The hub was busy with the backlog past the ack timeout, yet offered nothing again.
+    assert answered_after_s > busy_settings.ack_timeout_s
+    assert [f for f in seen if f["type"] == "send_sms"] == []
+    message = await status_of(db, message_id)
+    assert message.status == "accepted" and message.attempts == 1
+
+
+async def _frames_until_answered(phone: RawPhone, message_id: str) -> list[dict]:
+    """Every frame up to the hub's answer to an `accepted` (`accept_ack`, or an `error`
+    naming the message)."""
+    seen = []
+    while True:
+        frame = json.loads(await asyncio.wait_for(phone.socket.recv(), 30))
+        seen.append(frame)
+        if frame.get("id") == message_id and frame["type"] in ("accept_ack", "error"):
+            return seen
