@@ -214,6 +214,10 @@ class PhoneFleet:
     errors: list[str] = field(default_factory=list)
     closes: list[str] = field(default_factory=list)
     ready: int = 0
+    # From sending `accepted` to the server's `accept_ack`: how long a frame waits for the hub
+    # to handle it, against the ack timeout (SIMWIRE_ACK_TIMEOUT_S).
+    accepts_sent: dict[str, float] = field(default_factory=dict)
+    accept_ack_s: list[float] = field(default_factory=list)
 
     async def run_phone(
         self, ws_url: str, token: str, number: str, gate: asyncio.Semaphore, stop: asyncio.Event
@@ -266,10 +270,15 @@ class PhoneFleet:
                 waiter = self.waiters.pop(body, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(received)
+                self.accepts_sent[frame["id"]] = time.perf_counter()
                 await ws.send(json.dumps({"type": "accepted", "id": frame["id"]}))
                 await ws.send(
                     json.dumps({"type": "send_result", "id": frame["id"], "success": True})
                 )
+            elif kind == "accept_ack":
+                sent = self.accepts_sent.pop(frame["id"], None)
+                if sent is not None:
+                    self.accept_ack_s.append(received - sent)
             elif kind == "ping":
                 await ws.send(_heartbeat())
             elif kind == "error":

@@ -284,6 +284,7 @@ async def engine_run(args: argparse.Namespace, database: BenchDatabase) -> dict[
             "accepted_per_s": load["per_s"],
             "sent_per_s": round(counts["sent_in_window"] / window_s, 1),
             "accept_latency": load["latency"],
+            "phone_accepted_to_accept_ack": percentiles(fleet.accept_ack_s),
             "load": load,
             "messages_by_status_after_drain": counts,
             "drain_s": args.drain_s,
@@ -363,6 +364,12 @@ def print_table(result: dict[str, Any]) -> None:
             f"{latency.get('p99_ms', '-'):>10}{run['ratio_to_bare']:>9}"
             f"{run['load']['server_cpu_percent_of_one_core']:>10}"
         )
+        frames = run["phone_accepted_to_accept_ack"]
+        if frames.get("n"):
+            print(
+                f"  {run['engine']}: phone accepted → accept_ack p50 {frames['p50_ms']} ms, "
+                f"p99 {frames['p99_ms']} ms, max {frames['max_ms']} ms (ack timeout 10 s)"
+            )
         non_202 = {k: v for k, v in run["load"]["statuses"].items() if k != "202"}
         if non_202 or run["load"]["failures"]:
             print(f"  {run['engine']}: other answers {non_202}, e.g. {run['load']['failures'][:2]}")
