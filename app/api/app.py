@@ -29,7 +29,7 @@ from app.api.controllers.messages import create_quote, send_messages
 from app.api.controllers.payments import topup_credits
 from app.api.controllers.reading import ReadingController, list_messages
 from app.api.errors import EXCEPTION_HANDLERS
-from app.api.json_guard import JsonDepthMiddleware
+from app.api.input_guard import InputGuardMiddleware
 from app.api.openapi import COMPONENTS
 from app.api.ratelimit import RateLimitMiddleware, RequestLimits
 from app.db.engine import Database
@@ -149,7 +149,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         middleware=[
             RequestLogMiddleware(),
             RateLimitMiddleware(rate_limits),
-            JsonDepthMiddleware(),
+            InputGuardMiddleware(),
         ],
         lifespan=[lifespan],
         request_max_body_size=settings.max_request_bytes,

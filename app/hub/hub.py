@@ -330,9 +330,7 @@ class Hub:
                         raise item
                     await self._handle(connection, item)
                 except protocol.FrameError as exc:
-                    await connection.send(
-                        protocol.frame("error", code=exc.code, message=exc.message)
-                    )
+                    await connection.send(exc.as_frame())
                 finally:
                     if isinstance(item, protocol.Accepted):
                         self.accepts_in_hand.discard(item.id)

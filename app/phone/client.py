@@ -8,7 +8,9 @@ Guarantees, whatever the network or the process does:
   and moved to `sending` before the radio call; a row left in `sending` by a crash is reported
   as failed `unknown_after_restart`, never retried);
 - results, delivery reports and inbound SMS stay in the store until the server acknowledges them,
-  and are offered again after every (re)connect.
+  and are offered again after every (re)connect; one the server refuses as invalid
+  (`invalid_frame` naming it) `max_refusals` times is dropped and logged, so it never blocks the
+  items behind it.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ WS_PATH = "/v1/phone/ws"
 # Close codes the server uses for a token it will never accept: invalid and revoked.
 AUTH_CLOSE_CODES = frozenset({4401, 4403})
 RESULT_KINDS = ("send_result", "delivery_report")
+# Items the phone keeps until the server acknowledges them; one the server refuses as invalid
+# this many times is dropped, so it can never hold up what is queued behind it.
+REFUSABLE_KINDS = frozenset({"inbound", *RESULT_KINDS})
+MAX_REFUSALS = 3
 
 
 class DeviceTokenRejected(Exception):
@@ -78,6 +84,8 @@ class ClientStats:
     duplicate_commands: int = 0  # `send_sms` frames for an id already in the outbox
     confirmed: int = 0  # held commands the server confirmed with `accept_ack`
     reassigned: int = 0  # held commands the server refused with `stale_command` (never sent)
+    refused: int = 0  # `invalid_frame` errors naming one of this phone's queued items
+    dropped: int = 0  # items given up after `max_refusals` refusals
     frames_sent: Counter[str] = field(default_factory=Counter)
     frames_received: Counter[str] = field(default_factory=Counter)
 
@@ -163,6 +171,7 @@ class PhoneClient:
         sims_refresh_s: float = 300.0,
         retention_s: float = 30 * 24 * 3600,
         shutdown_grace_s: float = 10.0,
+        max_refusals: int = MAX_REFUSALS,
         rng: random.Random | None = None,
     ) -> None:
         if not token:
@@ -181,6 +190,7 @@ class PhoneClient:
         self.sims_refresh_s = sims_refresh_s
         self.retention_s = retention_s
         self.shutdown_grace_s = shutdown_grace_s
+        self.max_refusals = max_refusals
         self._rng = rng or random.Random()
 
         self.connected = asyncio.Event()
@@ -462,6 +472,12 @@ class PhoneClient:
             self._on_error(frame)
             if frame.get("code") == "stale_command" and isinstance(frame.get("id"), str):
                 await self._on_stale_command(frame["id"])
+            elif (
+                frame.get("code") == "invalid_frame"
+                and frame.get("frame") in REFUSABLE_KINDS
+                and isinstance(frame.get("id"), str)
+            ):
+                await self._on_refused(frame["frame"], frame["id"], frame.get("message"))
         elif kind == "connected":
             self.server_info = frame
         else:
@@ -488,6 +504,33 @@ class PhoneClient:
             log.info("%s: held by another phone; not sent", message_id)
         # A confirmed command is never taken back: a `stale_command` for one (the server answers
         # so to a replayed `accepted` once the result is in) changes nothing.
+
+    async def _on_refused(self, kind: str, item_id: str, reason: Any) -> None:
+        """The server refused a queued item as invalid. It is offered again on the next
+        connection (the server may be fixed meanwhile) until refused `max_refusals` times in
+        all; then it is dropped with an error in the log."""
+        store = self._require_store()
+        self.stats.refused += 1
+        refusals = await store.note_refusal(kind, item_id)
+        if refusals < self.max_refusals:
+            log.warning(
+                "%s %s refused by the server (%d of %d): %s",
+                kind,
+                item_id,
+                refusals,
+                self.max_refusals,
+                reason,
+            )
+            return
+        await store.drop_refused(kind, item_id)
+        self.stats.dropped += 1
+        log.error(
+            "dropping %s %s: the server refused it %d times as invalid (%s)",
+            kind,
+            item_id,
+            refusals,
+            reason,
+        )
 
     async def _on_result_ack(self, frame: dict[str, Any]) -> None:
         store = self._require_store()

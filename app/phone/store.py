@@ -62,6 +62,12 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS refusals (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (kind, id)
+);
 """
 
 
@@ -324,6 +330,30 @@ class PhoneStore:
             " ORDER BY stored_at_ms, date_ms"
         ) as cursor:
             return [InboundSms(*row) for row in await cursor.fetchall()]
+
+    # --- refusals -------------------------------------------------------------------------
+
+    async def note_refusal(self, kind: str, id: str) -> int:
+        """Count one more refusal by the server of the item `id` (`inbound`, `send_result`,
+        `delivery_report`); returns how many there have been, across restarts."""
+        async with self._db.execute(
+            "INSERT INTO refusals (kind, id, count) VALUES (?, ?, 1)"
+            " ON CONFLICT (kind, id) DO UPDATE SET count = count + 1 RETURNING count",
+            (kind, id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 1
+
+    async def drop_refused(self, kind: str, id: str) -> None:
+        """Give up on an item the server keeps refusing: mark it acknowledged, so it is never
+        offered again and nothing queued behind it waits for it."""
+        if kind == "inbound":
+            await self.ack_inbound(id)
+        elif kind == "send_result":
+            await self.ack_result(id)
+        elif kind == "delivery_report":
+            await self.ack_delivery(id)
+        await self._db.execute("DELETE FROM refusals WHERE kind = ? AND id = ?", (kind, id))
 
     # --- meta (radio cursors) -------------------------------------------------------------
 

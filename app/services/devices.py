@@ -14,6 +14,7 @@ from app.db.engine import Database
 from app.db.models import Device, Message, Sim
 from app.domain import credentials, statuses
 from app.domain.errors import NotFound, Unauthorized
+from app.domain.text import storable
 from app.services.ids import new_id, new_secret, utcnow
 
 
@@ -35,6 +36,9 @@ class ReportedSim:
     number: str | None = None
     carrier: str | None = None
     iccid: str | None = None
+
+
+_DEVICE_INFO_LENGTHS = {"model": 200, "os": 200, "app_version": 64}
 
 
 def device_is_online(device: Device, now: datetime, idle_timeout_s: float) -> bool:
@@ -130,9 +134,10 @@ async def device_connected(
 ) -> None:
     now = utcnow()
     values: dict[str, Any] = {"instance_id": instance_id, "connected_at": now, "last_seen_at": now}
-    for name in ("model", "os", "app_version"):
+    # Descriptive only, so stored cut to the column's size with NUL replaced, never refused.
+    for name, max_length in _DEVICE_INFO_LENGTHS.items():
         if info and isinstance(info.get(name), str):
-            values[name] = info[name][:200]
+            values[name] = storable(info[name])[:max_length]
     async with db.transaction() as session:
         await session.execute(update(Device).where(col(Device.id) == device_id).values(**values))
 

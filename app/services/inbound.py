@@ -14,6 +14,7 @@ from app.db.models import Device, Message, Sim
 from app.domain import statuses
 from app.domain.errors import SimwireError
 from app.domain.segments import plan_segments
+from app.domain.text import storable
 from app.services.ids import new_id, utcnow
 
 
@@ -36,11 +37,14 @@ def _encoding_of(body: str) -> tuple[str, int]:
 
 async def store_inbound(db: Database, device: Device, sms: ReceivedSms) -> tuple[str, bool]:
     """Stores an inbound SMS; returns (message id, whether it is new). A repeat of a
-    phone-side id from the same device returns the first message's id."""
+    phone-side id from the same device returns the first message's id. NUL in the sender or
+    body is stored as U+FFFD; the sender is kept to its first 64 characters."""
     existing = await _find(db, device.id, sms.phone_message_id)
     if existing:
         return existing, False
-    encoding, segments = _encoding_of(sms.body)
+    # A real SMS is stored whatever it holds: NUL, which PostgreSQL cannot store, becomes U+FFFD.
+    body, sender = storable(sms.body), storable(sms.sender)
+    encoding, segments = _encoding_of(body)
     try:
         async with db.transaction() as session:
             sim = None
@@ -58,8 +62,8 @@ async def store_inbound(db: Database, device: Device, sms: ReceivedSms) -> tuple
                 direction="in",
                 status=statuses.RECEIVED,
                 to_number=(sim.number if sim and sim.number else ""),
-                from_number=sms.sender[:64],
-                body=sms.body,
+                from_number=sender[:64],
+                body=body,
                 encoding=encoding,
                 segment_count=segments,
                 sim_id=sim.id if sim else None,

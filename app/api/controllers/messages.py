@@ -19,6 +19,7 @@ from app.domain.errors import (
     Unauthorized,
 )
 from app.domain.segments import plan_segments
+from app.domain.text import has_nul
 from app.hub.hub import Hub
 from app.payments.wire import PAYMENT_REQUIRED_HEADER
 from app.services import quoting, sending
@@ -31,6 +32,8 @@ from app.settings import Settings
 def _text(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise InvalidBody(f"`{name}` must be a string")
+    if has_nul(value):
+        raise InvalidBody(f"`{name}` must not contain NUL (U+0000)")
     return value
 
 
