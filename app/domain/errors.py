@@ -89,14 +89,27 @@ class PaymentRequired(SimwireError):
 
 
 class InsufficientCredits(PaymentRequired):
+    """The balance does not cover the request. The body names both ways to add the shortfall
+    (`fix`): an operator's grant, and a top-up the caller pays with x402."""
+
     code = "insufficient_credits"
 
-    def __init__(self, balance_atomic: int, required_atomic: int) -> None:
+    def __init__(
+        self, balance_atomic: int, required_atomic: int, project_id: str | None = None
+    ) -> None:
+        from app.domain.pricing import format_usdc  # pricing imports this module
+
+        shortfall = format_usdc(max(required_atomic - balance_atomic, 1))
+        grant = f"simwire credits grant {project_id or 'PROJECT_ID'} {shortfall}"
+        topup = f'POST /v1/credits/topup {{"amount": "{shortfall}"}}'
         super().__init__(
             f"balance {balance_atomic} is below the {required_atomic} this request costs "
-            "(USDC atomic units)",
+            "(USDC atomic units); nothing was charged. Add credit, then send again: the "
+            f"operator runs `{grant}` on the server, or you pay `{topup}` with x402 "
+            "(when the server has x402 on)",
             balance_atomic=balance_atomic,
             required_atomic=required_atomic,
+            fix=[grant, topup],
         )
 
 

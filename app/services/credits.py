@@ -114,13 +114,19 @@ async def charge_project(
 ) -> LedgerEntry:
     """Debits the whole cost of a request, or raises InsufficientCredits having changed nothing."""
     # One conditional UPDATE: a project that never had credit has no account, hence no row.
-    return await _apply(
-        session,
-        _project_owner(project_id),
-        ledger.CHARGE,
-        amount_atomic,
-        request_id=request_id,
-    )
+    try:
+        return await _apply(
+            session,
+            _project_owner(project_id),
+            ledger.CHARGE,
+            amount_atomic,
+            request_id=request_id,
+        )
+    except InsufficientCredits as exc:
+        # Again with the project, so the error's fixes name it.
+        raise InsufficientCredits(
+            exc.details["balance_atomic"], exc.details["required_atomic"], project_id
+        ) from None
 
 
 async def payer_balance(session: AsyncSession, payer: str, network: str) -> int:

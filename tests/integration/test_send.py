@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 
 import httpx
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from app.cli import main
 from app.db.models import LedgerEntry, Message, MessageRequest
 from app.phone.radios.fake import FakeRadio, fake_sims
 from app.services import credits, devices
@@ -122,9 +125,32 @@ async def test_insufficient_credits_charges_nothing_of_a_bulk_request(client, db
         "message": "",
         "balance_atomic": 2 * RATE,
         "required_atomic": 3 * RATE,
+        "fix": [
+            f"simwire credits grant {tenant.project_id} 0.035",
+            'POST /v1/credits/topup {"amount": "0.035"}',
+        ],
     }
     assert await credits.ledger_sum(db, tenant.project_id) == (2 * RATE, 2 * RATE)
     assert await count(db, Message) == 0
+
+
+async def test_insufficient_credits_names_fixes_and_the_grant_works_as_given(client, db, settings):
+    tenant = await new_tenant(db)
+    send = {"to": "+14155550100", "message": "first message"}
+    refused = await client.post("/v1/messages", json=send, headers=tenant.headers)
+    assert refused.status_code == 402
+    body = refused.json()
+    grant, topup = body["fix"]
+    assert f"`{grant}`" in body["message"] and topup in body["message"]
+    assert "/v1/credits/topup" in topup and "x402" in body["message"]
+    command = shlex.split(grant)
+    assert command[0] == "simwire"
+    granted = await asyncio.to_thread(
+        CliRunner().invoke, main, command[1:], env={"SIMWIRE_DATABASE_URL": settings.database_url}
+    )
+    assert granted.exit_code == 0, granted.output
+    sent = await client.post("/v1/messages", json=send, headers=tenant.headers)
+    assert sent.status_code == 202, sent.text
 
 
 async def test_idempotent_retry_charges_once_and_other_body_conflicts(client, db):
