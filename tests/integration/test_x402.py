@@ -23,6 +23,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from pydantic import SecretStr
 from sqlalchemy import func, select, update
+from x402.http import decode_payment_required_header, encode_payment_signature_header
 from x402.http.clients import x402HttpxClient
 from x402.http.clients.httpx import x402_httpx_transport
 
@@ -271,6 +272,25 @@ async def test_official_client_forced_to_v1_pays_a_send(
         assert await rig.balance(payer.address) == 0
         assert await rig.balance(network.pay_to) == pay_to_before + PRICE
         assert await rig.count(Message) == 1
+
+
+async def test_a_replayed_header_that_names_its_quote_gets_the_first_answer_and_pays_once(
+    rig: Rig, funded_payer: LocalAccount
+) -> None:
+    offer = await rig.http.post("/v1/messages", json=SEND)
+    required = decode_payment_required_header(offer.headers["PAYMENT-REQUIRED"])
+    payload = await official_client(funded_payer, rig.network).create_payment_payload(required)
+    header = encode_payment_signature_header(payload)
+    before = await rig.balance(funded_payer.address)
+
+    first = await rig.pay(header, None)
+    replay = await rig.pay(header, None)
+
+    assert first.status_code == 202, first.text
+    assert replay.status_code == 202 and replay.json() == first.json()
+    assert replay.headers["PAYMENT-RESPONSE"] == first.headers["PAYMENT-RESPONSE"]
+    assert await rig.balance(funded_payer.address) == before - PRICE
+    assert await rig.count(Message) == 1 and await rig.count(Payment) == 1
 
 
 async def test_replayed_header_is_refused_and_pays_once(

@@ -85,12 +85,13 @@ class PaymentRepository:
     async def unresolved_due(
         self, unresolved: Sequence[str], now: datetime, limit: int
     ) -> list[str]:
-        """Ids of unresolved payments no worker holds, oldest first."""
+        """Ids of unresolved authorization payments no worker holds, oldest first (a row
+        without its signed header predates crash recovery and is left to the operator)."""
         result = await self.session.execute(
             select(col(Payment.id))
             .where(
                 col(Payment.status).in_(unresolved),
-                col(Payment.nonce).is_not(None),
+                col(Payment.header).is_not(None),
                 or_(col(Payment.lease_until).is_(None), col(Payment.lease_until) <= now),
             )
             .order_by(col(Payment.seq))

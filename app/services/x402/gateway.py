@@ -254,9 +254,10 @@ class X402Gateway:
         crash): the outcome it had, or the one it now comes to. Only the very header that
         was reserved, and — once settled — only one that names its quote: a v1 header can
         be rebuilt from the settled transaction by anyone, so it proves nothing then."""
-        if held.header != header or (held.status == SETTLED and quote_id_of(payment) is None):
+        names_quote = quote_id_of(payment) is not None
+        if held.header != header or (held.status == SETTLED and not names_quote):
             raise PaymentInvalid("authorization_used", "this authorization already paid")
-        outcome = await self.settlements.answer_again(held, payment)
+        outcome = await self.settlements.answer_again(held, payment, may_read_outcome=names_quote)
         return paid_result(held, outcome, self.network)
 
     async def _collect_transfer(

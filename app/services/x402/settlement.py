@@ -167,7 +167,9 @@ class Settlements:
                 await self.release(row, f"settlement refused: {exc.reason}")
                 raise
             except ChainUnavailable as exc:
-                if exc.tx_hash or exc.reason == "settlement_unknown":
+                # A signed transaction whose broadcast got no answer may have reached the node.
+                unanswered = exc.reason == "rpc_unavailable" and row.tx_hash is not None
+                if exc.tx_hash or exc.reason == "settlement_unknown" or unanswered:
                     status = (
                         RECEIPT_TIMEOUT if exc.reason == "receipt_timeout" else SETTLEMENT_UNKNOWN
                     )
@@ -245,7 +247,7 @@ class Settlements:
                 return "held"
             row = await repo.get(payment_id)
         if row is None or row.status == SETTLED or row.header is None:
-            return "settled"
+            return "settled"  # resolved meanwhile (`unresolved_due` lists only rows with a header)
         try:
             payment = wire.decode_payment(row.header)
             if await self.resolve(row, payment, late=True) is not None:
@@ -259,9 +261,12 @@ class Settlements:
 
     # ------------------------------------------------------------------------ retries
 
-    async def answer_again(self, row: Payment, payment: wire.DecodedPayment) -> Outcome:
+    async def answer_again(
+        self, row: Payment, payment: wire.DecodedPayment, *, may_read_outcome: bool
+    ) -> Outcome:
         """A second request with an authorization we already hold gets its outcome: the one
-        recorded, or (after a crash) the one this request now drives it to."""
+        recorded (if `may_read_outcome`: see `X402Gateway._answer_again`), or (after a crash)
+        the one this request now drives it to."""
         deadline = asyncio.get_running_loop().time() + self.settings.payment_retry_wait_s
         while True:
             async with self.db.transaction() as session:
@@ -274,6 +279,10 @@ class Settlements:
                         "this authorization did not settle and was released; sign a new one",
                     )
                 if current.status == SETTLED and current.response is not None:
+                    if not may_read_outcome:
+                        raise PaymentInvalid(
+                            "authorization_used", "this authorization already paid"
+                        )
                     row.tx_hash, row.status = current.tx_hash, current.status
                     return Outcome.from_stored(current.response)
                 if await repo.take_lease(row.id, now, now + timedelta(seconds=self.lease_s)):
