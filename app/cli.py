@@ -17,7 +17,13 @@ T = TypeVar("T")
 
 
 def _run(settings: Settings, use_case: Callable[[Database], Awaitable[T]]) -> T:
+    """Runs one use case on the database, after checking it exists and is migrated: a missing
+    or unmigrated database is one line saying so (and how to fix it), never a traceback and
+    never a new empty SQLite file."""
+    from app.db.migrate import DatabaseNotReady, raise_unless_ready
+
     async def _main() -> T:
+        await raise_unless_ready(settings.database_url)
         db = Database(settings.database_url)
         try:
             return await use_case(db)
@@ -26,6 +32,8 @@ def _run(settings: Settings, use_case: Callable[[Database], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(_main())
+    except DatabaseNotReady as exc:
+        raise click.ClickException(str(exc)) from None
     except SimwireError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
 
@@ -46,14 +54,27 @@ def main(ctx: click.Context) -> None:
 @click.pass_obj
 def migrate(settings: Settings, downgrade_to: str | None) -> None:
     """Upgrade the database in SIMWIRE_DATABASE_URL to the latest schema."""
+    from sqlalchemy.exc import DBAPIError
+
     from app.db import migrate as migrations
 
-    if downgrade_to:
-        migrations.downgrade(settings.database_url, downgrade_to)
-        click.echo(f"database downgraded to {downgrade_to}")
-    else:
-        migrations.upgrade(settings.database_url)
-        click.echo("database is at the latest schema")
+    url = settings.database_url
+    try:
+        if downgrade_to:
+            migrations.raise_if_missing(url)
+            migrations.downgrade(url, downgrade_to)
+            click.echo(f"database downgraded to {downgrade_to}")
+        else:
+            migrations.upgrade(url)
+            click.echo("database is at the latest schema")
+    except migrations.DatabaseNotReady as exc:
+        raise click.ClickException(str(exc)) from None
+    except (DBAPIError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise click.ClickException(
+            f"cannot migrate the database at {migrations.shown_url(url)} ({reason}): check "
+            "SIMWIRE_DATABASE_URL and that the database server is up"
+        ) from None
 
 
 @main.command()
@@ -64,6 +85,12 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     """Run the API server."""
     import uvicorn
 
+    from app.db.migrate import DatabaseNotReady, raise_unless_ready
+
+    try:
+        asyncio.run(raise_unless_ready(settings.database_url))
+    except DatabaseNotReady as exc:
+        raise click.ClickException(str(exc)) from None
     uvicorn.run(
         "app.api.app:app_from_env",
         factory=True,

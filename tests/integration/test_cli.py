@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import click
 from click.testing import CliRunner
 
 from app.cli import main
@@ -50,3 +51,86 @@ def test_unknown_project_is_a_clear_error(database_url):
     )
     assert result.exit_code != 0
     assert "not_found" in result.output
+
+
+# Options some commands need before they touch the database; every other required argument or
+# option gets "1", which each command accepts as a value.
+_EXTRA_ARGS = {"send": ["--to", "+14155550100", "--message", "hi"]}
+# Commands that do not read the server's database: `phone` talks to a server, `migrate` creates
+# the database (tested on its own below).
+_NO_DATABASE = {"phone", "migrate"}
+
+
+def _database_commands(group: click.Group = main, prefix: tuple[str, ...] = ()):
+    """Every leaf command of the CLI that reads the database, with arguments that reach it."""
+    for name, command in sorted(group.commands.items()):
+        if not prefix and name in _NO_DATABASE:
+            continue
+        if isinstance(command, click.Group):
+            yield from _database_commands(command, (*prefix, name))
+            continue
+        args = [*prefix, name]
+        for param in command.params:
+            if isinstance(param, click.Argument):
+                args.append("1")
+            elif param.required:
+                args += [param.opts[0], "1"]
+        yield [*args, *_EXTRA_ARGS.get(name, [])]
+
+
+def _refusals(database_url: str) -> dict[str, str]:
+    outputs = {}
+    for args in _database_commands():
+        result = CliRunner().invoke(main, args, env={"SIMWIRE_DATABASE_URL": database_url})
+        assert result.exit_code == 1, (args, result.output, result.exception)
+        outputs[" ".join(args)] = result.output
+    return outputs
+
+
+def test_every_command_against_a_missing_database_says_so_in_one_line_and_creates_nothing(
+    tmp_path,
+):
+    path = tmp_path / "missing.db"
+    outputs = _refusals(f"sqlite+aiosqlite:///{path}")
+    assert len(outputs) >= 15  # the walk found the commands
+    for command, output in outputs.items():
+        assert output.count("\n") == 1, (command, output)
+        assert output.startswith(f"Error: no database at {path} "), (command, output)
+        assert "`simwire migrate`" in output and "SIMWIRE_DATABASE_URL" in output
+    downgrade = CliRunner().invoke(
+        main,
+        ["migrate", "--downgrade-to", "base"],
+        env={"SIMWIRE_DATABASE_URL": f"sqlite:///{path}"},
+    )
+    assert downgrade.exit_code == 1 and downgrade.output.startswith("Error: no database at")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_command_against_an_unmigrated_database_says_so_in_one_line(database_url):
+    run(database_url, "migrate", "--downgrade-to", "0007")
+    for command, output in _refusals(database_url).items():
+        assert output.count("\n") == 1, (command, output)
+        assert "is at schema revision 0007, this Simwire needs" in output, (command, output)
+    run(database_url, "migrate", "--downgrade-to", "base")
+    for command, output in _refusals(database_url).items():
+        assert output.count("\n") == 1, (command, output)
+        assert "has no Simwire schema yet: run `simwire migrate`" in output, (command, output)
+    run(database_url, "migrate")
+    assert run(database_url, "project", "list") == ""
+
+
+def test_an_empty_database_file_is_reported_as_unmigrated(tmp_path):
+    path = tmp_path / "empty.db"
+    path.touch()
+    for command, output in _refusals(f"sqlite+aiosqlite:///{path}").items():
+        assert output.count("\n") == 1, (command, output)
+        assert "has no Simwire schema yet: run `simwire migrate`" in output, (command, output)
+
+
+def test_an_unreachable_database_is_one_line_without_the_password():
+    url = "postgresql+asyncpg://simwire:hunter2@127.0.0.1:9/simwire"
+    for args in (["project", "list"], ["migrate"]):
+        result = CliRunner().invoke(main, args, env={"SIMWIRE_DATABASE_URL": url})
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert "127.0.0.1:9" in result.output and "hunter2" not in result.output
+        assert "SIMWIRE_DATABASE_URL" in result.output
