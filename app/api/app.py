@@ -12,7 +12,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.controllers.devices import (
@@ -28,6 +28,7 @@ from app.api.controllers.keys import KeyController, current_project
 from app.api.controllers.messages import create_quote, send_messages
 from app.api.controllers.payments import topup_credits
 from app.api.controllers.reading import ReadingController, list_messages
+from app.api.docs import docs_assets_router, swagger_plugin
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.input_guard import InputGuardMiddleware
 from app.api.openapi import COMPONENTS
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             healthz,
             readyz,
             openapi_json,
+            docs_assets_router(),
             current_project,
             KeyController,
             DeviceController,
@@ -159,7 +161,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             description="Pay-per-message SMS API; phones are the radio.",
             path="/docs",
             components=COMPONENTS,
-            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+            render_plugins=[swagger_plugin(), JsonRenderPlugin(path="/openapi.json")],
         ),
         logging_config=None,
         debug=False,
