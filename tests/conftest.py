@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import aiosqlite
+import aiosqlite.core
 import asyncpg
 import httpx
 import pytest
@@ -26,6 +29,24 @@ from tests.support.postgres import start_postgres
 
 ENGINES = ["sqlite", "postgresql"]
 T = TypeVar("T")
+
+
+def _daemon_sqlite_threads() -> None:
+    """An aiosqlite connection a failing test left open must not keep pytest from exiting: its
+    worker thread is not a daemon and waits forever for the close that never comes. (Fixtures
+    close theirs at teardown; this is the net under the ones a test opens itself.)"""
+    original_init = aiosqlite.core.Connection.__init__
+
+    def init(self: aiosqlite.Connection, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        thread = getattr(self, "_thread", None)
+        if isinstance(thread, threading.Thread):
+            thread.daemon = True
+
+    aiosqlite.core.Connection.__init__ = init  # type: ignore[method-assign]
+
+
+_daemon_sqlite_threads()
 
 
 def plain_dsn(url: str) -> str:

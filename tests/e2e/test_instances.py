@@ -84,6 +84,13 @@ async def raw_phone(instance: Instance, token: str):
     return socket
 
 
+async def sims_stored(instance: Instance, headers: dict[str, str]) -> bool:
+    """Whether the instance has stored the SIMs of the project's phone (from its `hello`)."""
+    async with httpx.AsyncClient(base_url=instance.url) as http:
+        listing = (await http.get("/v1/devices", headers=headers)).json()
+    return bool(listing["data"] and listing["data"][0]["sims"])
+
+
 async def next_frame(socket, kind: str, timeout: float = 10.0):
     while True:
         frame = json.loads(await asyncio.wait_for(socket.recv(), timeout))
@@ -99,7 +106,7 @@ async def test_message_queued_on_one_instance_reaches_a_phone_on_another(databas
     try:
         await asyncio.gather(a.ready(), b.ready())
         phone = await raw_phone(a, paired.token)
-        await asyncio.sleep(0.3)  # let instance a store the SIMs
+        await eventually(lambda: sims_stored(a, tenant.headers))
         latencies = []
         async with httpx.AsyncClient(base_url=b.url) as http:
             for i in range(5):
@@ -136,7 +143,7 @@ async def test_a_crashed_instances_phone_and_commands_are_picked_up(database_url
     try:
         await asyncio.gather(a.ready(), b.ready())
         phone = await raw_phone(a, paired.token)
-        await asyncio.sleep(0.3)
+        await eventually(lambda: sims_stored(a, tenant.headers))
         async with httpx.AsyncClient(base_url=b.url) as http:
             response = await http.post(
                 "/v1/messages",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -12,10 +13,16 @@ from sqlalchemy import func, select
 
 from app.db.models import Message
 from app.phone.radios.fake import FakeRadio, fake_sims
-from app.services import devices
+from app.services import devices, outbound
 from app.services.outbound import OutboundItem, enqueue
 from tests.support.factories import new_tenant
-from tests.support.live import eventually, fast_settings, live_server, start_phone
+from tests.support.live import (
+    eventually,
+    fast_settings,
+    live_server,
+    start_phone,
+    watch_calls,
+)
 
 
 async def queue(db, project_id, count=1, body="hello", **options):
@@ -184,24 +191,33 @@ async def test_unaccepted_command_goes_back_to_the_queue_after_the_ack_timeout(h
 
 
 async def test_after_accepting_nobody_else_sends_and_the_late_result_is_recorded(
-    hub_settings, db, tmp_path
+    hub_settings, db, tmp_path, monkeypatch
 ):
     tenant = await new_tenant(db)
     first = await devices.pair_device(db, tenant.project_id)
     second = await devices.pair_device(db, tenant.project_id)
+    sweeps = watch_calls(monkeypatch, outbound, "sweep")
     async with live_server(hub_settings, db) as server:
         raw = await RawPhone.connect(server, first.token)
         [message_id] = await queue(db, tenant.project_id)
         await server.hub.notify_queued(tenant.project_id)
         await raw.next("send_sms")
+        past_ack_timeout = time.monotonic() + hub_settings.ack_timeout_s
         await raw.send({"type": "accepted", "id": message_id})
         await eventually(lambda: has_status(db, message_id, "accepted"))
         await raw.close()
         phone = await start_phone(server, second.token, tmp_path / "p.db")
         try:
-            await asyncio.sleep(hub_settings.ack_timeout_s + 1)  # past the ack timeout
+            # Two sweeps past the ack timeout: had one taken the message back, it would be
+            # queued again or offered to the second phone (another attempt, another device).
+            await sweeps.wait(2, since=past_ack_timeout, timeout_s=hub_settings.ack_timeout_s + 10)
             assert phone.radio.sent == []
-            assert (await status_of(db, message_id)).status == "accepted"
+            message = await status_of(db, message_id)
+            assert (message.status, message.device_id, message.attempts) == (
+                "accepted",
+                first.device.id,
+                1,
+            )
             back = await RawPhone.connect(server, first.token)
             await back.send({"type": "send_result", "id": message_id, "success": True})
             ack = await back.next("result_ack")
@@ -274,8 +290,9 @@ async def test_inbound_batch_endpoint_for_phones_without_a_socket(client, db):
     ).status_code == 401
 
 
-async def test_rate_limit_in_parts_holds_under_a_burst(hub_settings, db, tmp_path):
+async def test_rate_limit_in_parts_holds_under_a_burst(hub_settings, db, tmp_path, monkeypatch):
     tenant = await new_tenant(db)
+    claims = watch_calls(monkeypatch, outbound, "claim_for_device")
     paired = await devices.pair_device(db, tenant.project_id)
     limited = fast_settings(hub_settings, sim_parts_per_minute=5)
     async with live_server(limited, db) as server:
@@ -289,9 +306,14 @@ async def test_rate_limit_in_parts_holds_under_a_burst(hub_settings, db, tmp_pat
                 )
             ids = await queue(db, tenant.project_id, count=10)
             await server.hub.notify_queued(tenant.project_id)
-            await eventually(lambda: len(phone.radio.sent) >= 3)
-            await asyncio.sleep(1.5)  # several sweeps and wake-ups
-            assert sum(2 if len(s.body) > 160 else 1 for s in phone.radio.sent) == 5
+
+            def parts_sent() -> int:
+                return sum(2 if len(s.body) > 160 else 1 for s in phone.radio.sent)
+
+            await eventually(lambda: parts_sent() >= 5)
+            # Three more dispatch rounds (the sweeps wake them) that found the budget spent.
+            await claims.wait(3, since=time.monotonic(), where=lambda claimed: not claimed)
+            assert parts_sent() == 5
             async with db.sessions() as session:
                 queued = (
                     await session.execute(select(func.count()).where(Message.status == "queued"))
@@ -340,7 +362,10 @@ async def test_auth_frame_instead_of_query_token(hub_settings, db):
         await socket.close()
 
 
-async def test_a_device_never_receives_another_projects_messages(hub_settings, db, tmp_path):
+async def test_a_device_never_receives_another_projects_messages(
+    hub_settings, db, tmp_path, monkeypatch
+):
+    dispatch_rounds = watch_calls(monkeypatch, outbound, "has_queued")
     a = await new_tenant(db, "a")
     b = await new_tenant(db, "b")
     a_device = await devices.pair_device(db, a.project_id)
@@ -352,7 +377,8 @@ async def test_a_device_never_receives_another_projects_messages(hub_settings, d
             await server.hub.notify_queued(b.project_id)
             await server.hub.notify_queued(a.project_id)
             await eventually(lambda: has_status(db, a_message, "delivered"))
-            await asyncio.sleep(0.5)
+            # Two more dispatch rounds for the phone's project (the sweeps wake them).
+            await dispatch_rounds.wait(2, since=time.monotonic())
             assert [s.message_id for s in phone.radio.sent] == [a_message]
             assert (await status_of(db, b_message)).status == "queued"
         finally:
@@ -439,9 +465,10 @@ async def test_pinned_message_goes_only_to_its_sim(hub_settings, db, tmp_path):
 
 
 async def test_a_message_longer_than_the_rate_window_still_goes_out_alone(
-    hub_settings, db, tmp_path
+    hub_settings, db, tmp_path, monkeypatch
 ):
     tenant = await new_tenant(db)
+    claims = watch_calls(monkeypatch, outbound, "claim_for_device")
     paired = await devices.pair_device(db, tenant.project_id)
     async with live_server(fast_settings(hub_settings, sim_parts_per_minute=20), db) as server:
         phone = await start_phone(server, paired.token, tmp_path / "p.db")
@@ -455,7 +482,8 @@ async def test_a_message_longer_than_the_rate_window_still_goes_out_alone(
             [short] = await queue(db, tenant.project_id)
             await server.hub.notify_queued(tenant.project_id)
             await eventually(lambda: has_status(db, long_one.id, "delivered"))
-            await asyncio.sleep(1)
+            # Two more dispatch rounds (the sweeps wake them) claimed nothing.
+            await claims.wait(2, since=time.monotonic(), where=lambda claimed: not claimed)
             assert (await status_of(db, short)).status == "queued"  # the window is used up
         finally:
             await phone.stop()

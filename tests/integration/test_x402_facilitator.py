@@ -5,7 +5,6 @@ reason, and a facilitator that is down is a 503 with the authorization unused.""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -15,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from litestar import Litestar, Response, post
@@ -35,7 +33,7 @@ from app.payments.networks import NetworkConfig
 from app.payments.requirements import PaymentRequirement
 from app.settings import Settings
 from tests.support.devchain import sign_payment
-from tests.support.live import LiveServer, live_server
+from tests.support.live import LiveServer, live_server, serve_app
 from tests.support.postgres import free_port
 
 pytest_plugins = ["tests.support.devchain"]
@@ -94,24 +92,6 @@ class FakeFacilitator:
         return Litestar([settle])
 
 
-@contextlib.asynccontextmanager
-async def serve(app: Litestar) -> AsyncIterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=15)
-
-
 @pytest.fixture(scope="module")
 async def facilitator_network(devchain: DevChain) -> NetworkConfig:
     """The session chain with this module's own pay-to address and the facilitator's relayer
@@ -127,7 +107,7 @@ async def facilitator_network(devchain: DevChain) -> NetworkConfig:
 async def facilitator(facilitator_network: NetworkConfig) -> AsyncIterator[FakeFacilitator]:
     async with ChainClient(facilitator_network) as chain:
         fake = FakeFacilitator(chain)
-        async with serve(fake.app()) as url:
+        async with serve_app(fake.app()) as url:
             fake.url = url
             yield fake
 

@@ -20,6 +20,7 @@ from app.payments.networks import NetworkConfig
 from app.payments.requirements import PaymentRequirement
 from app.payments.wire import DecodedPayment, decode_payment
 from tests.support.devchain import sign_payment
+from tests.support.live import eventually, watch_calls
 
 pytest_plugins = ["tests.support.devchain"]
 
@@ -246,12 +247,15 @@ async def test_settlement_waits_for_the_configured_confirmations(
     devchain_network: NetworkConfig,
     funded_payer: LocalAccount,
     requirement: PaymentRequirement,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     payment = _payment(funded_payer, requirement)
     async with ChainClient(devchain_network.with_(confirmations=2)) as client:
+        # The client reads the block number only to count confirmations of a mined receipt.
+        confirmation_checks = watch_calls(monkeypatch, client, "block_number")
         settling = asyncio.create_task(client.settle_authorization(payment))
-        await asyncio.sleep(0.3)
-        assert not settling.done()
+        await eventually(lambda: settling.done() or len(confirmation_checks.calls) >= 2)
+        assert not settling.done()  # mined, checked twice, still one confirmation short
         await devchain.mine(1)
         settlement = await asyncio.wait_for(settling, timeout=5)
     assert await devchain.w3.eth.block_number >= settlement.block_number + 1

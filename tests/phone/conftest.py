@@ -17,6 +17,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from app.phone.client import PhoneClient
 from app.phone.radios import Radio
+from app.phone.store import PhoneStore
 
 TOKEN = "sw_dev_0123456789abcdef0123456789abcdef"
 
@@ -147,10 +148,27 @@ class FakeHub:
         """Until the phone finished the replay on connection N (its first heartbeat follows it)."""
         await self.wait_frame("heartbeat", connection=connection)
 
+    async def round_trip(self) -> None:
+        """A `ping` and its heartbeat on the current connection: the phone has handled every
+        frame sent to it before, so what it did not do by now it did not do in answer to them."""
+        connection = self.connection_count
+        seen = len(self.frames("heartbeat", connection=connection))
+        await self.send({"type": "ping"})
+        await self.wait_frame("heartbeat", connection=connection, count=seen + 1)
+
 
 @pytest.fixture
 def device_token() -> str:
     return TOKEN
+
+
+@pytest.fixture
+async def phone_store(tmp_path: Path) -> AsyncIterator[PhoneStore]:
+    """A phone store of the test's own, closed at teardown even when the test fails (an open
+    aiosqlite connection's thread would keep pytest from exiting)."""
+    store = await PhoneStore.open(tmp_path / "store.db")
+    yield store
+    await store.close()
 
 
 @pytest.fixture

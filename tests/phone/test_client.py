@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -169,7 +171,7 @@ async def test_inbound_received_while_offline_is_sent_on_connect(offline_hub, st
     hub = offline_hub  # not listening yet: the phone is offline
     phone = start_client(hub, radio)
     sms_id = await radio.receive("+15557654321", "hello there")
-    await asyncio.sleep(0.2)
+    await hub.until(lambda: phone.client.stats.connect_attempts >= 2)  # failed while offline
     await hub.start()
     try:
         inbound = await hub.wait_frame("inbound")
@@ -204,12 +206,25 @@ async def test_failure_rate_one_reports_failure(hub, start_client) -> None:
     result = await hub.wait_frame("send_result", id="msg_fail")
     assert result["success"] is False and result["error"] == "generic_failure"
     assert len(radio.sent) == 1
-    await asyncio.sleep(0.05)
+    # The next send succeeds and is reported delivered at once; reports go out in the order
+    # the radio gives them, so one for the failed send would have come first.
+    radio.failure_rate = 0.0
+    await hub.send(send_sms("msg_next"))
+    await hub.wait_frame("delivery_report", id="msg_next")
     assert hub.frames("delivery_report", id="msg_fail") == []
 
 
+class LongestWaits(random.Random):
+    """Backoff jitter that always draws the longest wait allowed, so waits can be measured."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
 async def test_reconnects_with_backoff_after_the_server_drops_the_socket(hub, start_client) -> None:
-    phone = start_client(hub, FakeRadio(), backoff_initial_s=0.1, backoff_max_s=0.4)
+    phone = start_client(
+        hub, FakeRadio(), backoff_initial_s=0.1, backoff_max_s=0.4, rng=LongestWaits()
+    )
     await hub.wait_session(1)
     hub.drop()
     await hub.wait_session(2)
@@ -218,9 +233,10 @@ async def test_reconnects_with_backoff_after_the_server_drops_the_socket(hub, st
     # The hub goes away entirely: the phone keeps trying, then reconnects when it is back.
     hub.drop()
     await hub.close()
-    await asyncio.sleep(1.0)
-    attempts_while_down = phone.client.stats.connect_attempts
-    assert 3 <= attempts_while_down <= 25  # retried, but spaced out rather than spinning
+    down_at, attempts_before = time.monotonic(), phone.client.stats.connect_attempts
+    await hub.until(lambda: phone.client.stats.connect_attempts >= attempts_before + 3)
+    # Retried, but spaced out rather than spinning: three waits of at least backoff_initial_s.
+    assert time.monotonic() - down_at >= 0.25
     assert not phone.client.connected.is_set()
     await hub.start()
     await hub.wait_session(3)
@@ -313,8 +329,9 @@ async def test_held_at_restart_is_asked_about_again_and_sent_only_once_confirmed
     assert hub.frames("accepted", id="msg_held", connection=1) == [
         {"type": "accepted", "id": "msg_held"}
     ]
-    await asyncio.sleep(0.2)
+    await hub.round_trip()
     assert radio.sent == [] and phone.client.stats.radio_sends == 0
+    assert phone.client.stats.confirmed == 0  # nothing was handed to the radio
 
     await hub.send({"type": "accept_ack", "id": "msg_held"})
     assert (await hub.wait_frame("send_result", id="msg_held"))["success"] is True
@@ -330,10 +347,9 @@ async def test_nothing_reaches_the_radio_before_accept_ack(
     await hub.wait_session(1)
     await hub.send(send_sms("msg_wait"))
     await hub.wait_frame("accepted", id="msg_wait")
-    await hub.send({"type": "ping"})  # a round trip: the phone has handled the command
-    await hub.wait_frame("heartbeat", connection=1, count=2)
-    await asyncio.sleep(0.2)
+    await hub.round_trip()  # the phone has handled the command
     assert radio.sent == [] and phone.client.stats.radio_sends == 0
+    assert phone.client.stats.confirmed == 0  # nothing was handed to the radio
     assert hub.frames("send_result", id="msg_wait") == []
 
     await hub.send({"type": "accept_ack", "id": "msg_wait"})
@@ -343,9 +359,8 @@ async def test_nothing_reaches_the_radio_before_accept_ack(
 
     # A second `accept_ack` (an answer to a replayed `accepted`) changes nothing.
     await hub.send({"type": "accept_ack", "id": "msg_wait"})
-    await hub.send({"type": "ping"})
-    await hub.wait_frame("heartbeat", connection=1, count=3)
-    await asyncio.sleep(0.1)
+    await hub.round_trip()
+    assert phone.client.stats.confirmed == 1  # not handed to the radio again
     assert len(radio.sent) == 1
 
 
@@ -376,7 +391,7 @@ async def test_stale_command_is_never_sent_even_after_reconnect_and_restart(
     radio_after_restart = FakeRadio()
     start_client(hub, radio_after_restart, store_path)
     await hub.wait_session(3)
-    await asyncio.sleep(0.2)
+    await hub.round_trip()
 
     assert [f.connection for f in hub.received if f.frame.get("id") == "msg_other"] == [1]
     assert hub.frames("send_result", id="msg_other") == []
@@ -408,14 +423,15 @@ async def test_accepted_that_could_not_be_written_is_held_until_the_reconnect(
 ) -> None:
     hub.answer_accepted = False
     radio = FakeRadio(delivery_rate=0)
-    start_client(hub, radio)
+    phone = start_client(hub, radio)
     await hub.wait_session(1)
     # The command arrives as the socket dies: its `accepted` may or may not get out.
     await hub.send(send_sms("msg_cut"))
     hub.drop()
     await hub.wait_session(2)
-    await asyncio.sleep(0.2)
+    await hub.round_trip()
     assert radio.sent == []  # nothing confirmed yet, on either socket
+    assert phone.client.stats.confirmed == 0
     assert hub.frames("accepted", id="msg_cut", connection=2) == [
         {"type": "accepted", "id": "msg_cut"}
     ]
@@ -437,9 +453,7 @@ async def test_duplicate_send_sms_for_a_held_command_asks_again_without_sending(
     # Offered again (the ack timeout passed), from the other SIM this time.
     await hub.send(send_sms("msg_again", slot=1))
     await hub.wait_frame("accepted", id="msg_again", count=2)
-    await hub.send({"type": "ping"})
-    await hub.wait_frame("heartbeat", connection=1, count=2)
-    await asyncio.sleep(0.1)
+    await hub.round_trip()
     assert len(hub.frames("accepted", id="msg_again")) == 2
     assert hub.frames("send_result", id="msg_again") == []
     assert radio.sent == [] and phone.client.stats.duplicate_commands == 1
@@ -447,7 +461,8 @@ async def test_duplicate_send_sms_for_a_held_command_asks_again_without_sending(
     await hub.send({"type": "accept_ack", "id": "msg_again"})
     await hub.send({"type": "accept_ack", "id": "msg_again"})  # the answer to the second ask
     await hub.wait_frame("send_result", id="msg_again")
-    await asyncio.sleep(0.1)
+    await hub.round_trip()
+    assert phone.client.stats.confirmed == 1  # the second answer handed nothing more over
     assert [(s.message_id, s.slot) for s in radio.sent] == [("msg_again", 1)]
 
 
@@ -471,10 +486,10 @@ async def test_held_command_expired_when_confirmed_is_reported_not_sent(hub, sta
     radio = FakeRadio()
     start_client(hub, radio)
     await hub.wait_session(1)
-    soon = (datetime.now(UTC) + timedelta(milliseconds=300)).isoformat()
-    await hub.send(send_sms("msg_slow", expires_at=soon))
+    soon = datetime.now(UTC) + timedelta(milliseconds=300)
+    await hub.send(send_sms("msg_slow", expires_at=soon.isoformat()))
     await hub.wait_frame("accepted", id="msg_slow")
-    await asyncio.sleep(0.5)
+    await hub.until(lambda: datetime.now(UTC) > soon)  # it expires while held
     await hub.send({"type": "accept_ack", "id": "msg_slow"})
     result = await hub.wait_frame("send_result", id="msg_slow")
     assert result == {"type": "send_result", "id": "msg_slow", "success": False, "error": "expired"}
@@ -519,8 +534,8 @@ async def test_invalid_command_is_failed_not_sent(hub, start_client) -> None:
     assert radio.sent == []
 
 
-async def test_store_keeps_final_state(tmp_path: Path) -> None:
-    store = await PhoneStore.open(tmp_path / "s.db")
+async def test_store_keeps_final_state(phone_store: PhoneStore) -> None:
+    store = phone_store
     await store.add_outbound(id="m", to="+1", body="b", slot=None, sim=None, expires_at=None)
     assert not await store.mark_sending("m")  # held: not confirmed yet
     assert await store.confirm("m")
@@ -531,12 +546,11 @@ async def test_store_keeps_final_state(tmp_path: Path) -> None:
     await store.record_result("m", success=False, error="generic_failure")
     await store.record_result("m", success=True)  # a final state is never overwritten
     record = await store.get_outbound("m")
-    await store.close()
     assert record is not None and record.state == FAILED and record.error == "generic_failure"
 
 
-async def test_store_held_commands_are_confirmed_or_let_go(tmp_path: Path) -> None:
-    store = await PhoneStore.open(tmp_path / "s.db")
+async def test_store_held_commands_are_confirmed_or_let_go(phone_store: PhoneStore) -> None:
+    store = phone_store
     for id in ("a", "b"):
         await store.add_outbound(id=id, to="+1", body="b", slot=0, sim=None, expires_at=None)
     assert [r.id for r in await store.outbound_in_state(HELD)] == ["a", "b"]
@@ -555,7 +569,6 @@ async def test_store_held_commands_are_confirmed_or_let_go(tmp_path: Path) -> No
     assert await store.prune(older_than_ms=2**62) == 1
     assert await store.get_outbound("b") is None
     assert await store.get_outbound("a") is not None
-    await store.close()
 
 
 def test_server_url_becomes_the_hub_url() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import stat
@@ -12,11 +13,14 @@ import pytest
 
 from app.phone.radios.termux import CURSOR_KEY, TermuxRadio
 from app.phone.store import PhoneStore
+from tests.support.live import eventually
 
-# Each stand-in records its arguments (one per line) and stdin, then prints its canned answer.
+# Each stand-in counts its calls (a line each), records its arguments (one per line) and stdin,
+# then prints its canned answer.
 # A file named `<command>.fail` makes it exit 1 with that file's text on stderr.
 STAND_IN = """#!/bin/sh
 name=$(basename "$0")
+echo >> "$TERMUX_STUB_DIR/$name.calls"
 printf '%s\\n' "$@" > "$TERMUX_STUB_DIR/$name.args.tmp"
 mv "$TERMUX_STUB_DIR/$name.args.tmp" "$TERMUX_STUB_DIR/$name.args"
 if [ "$name" = termux-sms-send ]; then cat > "$TERMUX_STUB_DIR/$name.stdin"; fi
@@ -50,6 +54,11 @@ class Stubs:
 
     def stdin(self, command: str) -> str:
         return (self.dir / f"{command}.stdin").read_text()
+
+    def calls(self, command: str) -> int:
+        """How many times `command` has started."""
+        path = self.dir / f"{command}.calls"
+        return len(path.read_text().splitlines()) if path.exists() else 0
 
 
 @pytest.fixture
@@ -135,37 +144,50 @@ async def test_absent_sim_reports_no_sims(stubs: Stubs) -> None:
 
 
 async def test_inbound_skips_history_then_yields_new_sms_and_remembers_where_it_stopped(
-    stubs: Stubs, tmp_path: Path
+    stubs: Stubs, phone_store: PhoneStore
 ) -> None:
-    store = await PhoneStore.open(tmp_path / "phone.db")
+    store = phone_store
     stubs.answer("termux-sms-list", [sms_row(1, "+15550000001", "old"), sms_row(2, "BANK", "old")])
     radio = TermuxRadio(poll_s=0.02, list_limit=20)
     messages = radio.inbound(store)
     first = asyncio.ensure_future(anext(messages))
-    await asyncio.sleep(0.1)
-    assert not first.done()  # the inbox as found at first start is history
-    assert await store.get_meta(CURSOR_KEY) == "2"
-    assert stubs.args("termux-sms-list") == ["-t", "inbox", "-l", "20"]
+    try:
+        # A third listing has started, so the first two (the same inbox) were read and handled.
+        await eventually(lambda: stubs.calls("termux-sms-list") >= 3)
+        assert not first.done()  # the inbox as found at first start is history
+        assert await store.get_meta(CURSOR_KEY) == "2"
+        assert stubs.args("termux-sms-list") == ["-t", "inbox", "-l", "20"]
 
-    stubs.answer(
-        "termux-sms-list",
-        [sms_row(2, "BANK", "old"), sms_row(4, "AMAZON", "fourth"), sms_row(3, "+1555", "third")],
-    )
-    third = await asyncio.wait_for(first, 2)
-    assert (third.id, third.address, third.body) == ("sms_3", "+1555", "third")
-    assert isinstance(third.date_ms, int) and third.sim_slot is None
-    fourth = await asyncio.wait_for(anext(messages), 2)
-    assert fourth.id == "sms_4"
-    assert await store.get_meta(CURSOR_KEY) == "3"  # 4 is not stored by the consumer yet
-    await radio.aclose()
-    await messages.aclose()
+        stubs.answer(
+            "termux-sms-list",
+            [
+                sms_row(2, "BANK", "old"),
+                sms_row(4, "AMAZON", "fourth"),
+                sms_row(3, "+1555", "third"),
+            ],
+        )
+        third = await asyncio.wait_for(first, 10)
+        assert (third.id, third.address, third.body) == ("sms_3", "+1555", "third")
+        assert isinstance(third.date_ms, int) and third.sim_slot is None
+        fourth = await asyncio.wait_for(anext(messages), 10)
+        assert fourth.id == "sms_4"
+        assert await store.get_meta(CURSOR_KEY) == "3"  # 4 is not stored by the consumer yet
+    finally:
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await first  # cancelled or failed: either way the generator is free to close
+        await radio.aclose()
+        await messages.aclose()
 
     # A restart picks up after the last SMS the consumer asked past, not from scratch.
     restarted = TermuxRadio(poll_s=0.02)
-    again = await asyncio.wait_for(anext(restarted.inbound(store)), 2)
-    assert again.id == "sms_4"
-    await restarted.aclose()
-    await store.close()
+    resumed = restarted.inbound(store)
+    try:
+        again = await asyncio.wait_for(anext(resumed), 10)
+        assert again.id == "sms_4"
+    finally:
+        await restarted.aclose()
+        await resumed.aclose()
 
 
 async def test_device_status_reads_battery_and_registered_cell(stubs: Stubs) -> None:

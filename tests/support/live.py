@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pytest
 import uvicorn
 from litestar import Litestar
 
@@ -18,7 +22,6 @@ from app.hub.hub import Hub
 from app.phone.client import PhoneClient
 from app.phone.radios.fake import FakeRadio, fake_sims
 from app.settings import Settings
-from tests.support.postgres import free_port
 
 
 @dataclass
@@ -47,32 +50,50 @@ def fast_settings(settings: Settings, **changes: object) -> Settings:
     return settings.model_copy(update=values)
 
 
+def loopback_socket() -> socket.socket:
+    """A socket already bound to a free loopback port: handed to uvicorn, so no other test
+    (or xdist worker) can take the port between choosing it and listening on it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Litestar, **config: Any) -> AsyncIterator[str]:
+    """Serves `app` with uvicorn on a free loopback port until the block ends; yields its URL."""
+    sock = loopback_socket()
+    port = int(sock.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, **config
+        )
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await eventually(lambda: server.started or task.done(), timeout_s=30, interval_s=0.01)
+        if task.done():
+            task.result()
+            raise AssertionError("uvicorn stopped before it started serving")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(task, timeout=15)
+        finally:
+            sock.close()
+
+
 @contextlib.asynccontextmanager
 async def live_server(settings: Settings, db: Database | None = None) -> AsyncIterator[LiveServer]:
     app = create_app(settings, db)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-            ws_max_size=settings.phone_max_frame_bytes,
-            proxy_headers=False,  # as `simwire serve`: only SIMWIRE_TRUSTED_PROXIES are believed
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield LiveServer(url=f"http://127.0.0.1:{port}", app=app)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=15)
+    async with serve_app(
+        app,
+        lifespan="on",
+        ws_max_size=settings.phone_max_frame_bytes,
+        proxy_headers=False,  # as `simwire serve`: only SIMWIRE_TRUSTED_PROXIES are believed
+    ) as url:
+        yield LiveServer(url=url, app=app)
 
 
 @dataclass
@@ -120,3 +141,46 @@ async def eventually(check, timeout_s: float = 10.0, interval_s: float = 0.05): 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s")
         await asyncio.sleep(interval_s)
+
+
+@dataclass
+class CallLog:
+    """The completed calls of a watched coroutine function: when each started
+    (`time.monotonic()`) and what it returned."""
+
+    calls: list[tuple[float, Any]] = field(default_factory=list)
+
+    def since(self, moment: float) -> list[Any]:
+        """What the calls that started at or after `moment` returned."""
+        return [result for started, result in self.calls if started >= moment]
+
+    async def wait(
+        self,
+        count: int = 1,
+        *,
+        since: float,
+        where: Callable[[Any], bool] = lambda result: True,
+        timeout_s: float = 10.0,
+    ) -> None:
+        """Until `count` calls that started at or after `since` (and whose result passes
+        `where`) have returned."""
+        await eventually(
+            lambda: sum(1 for result in self.since(since) if where(result)) >= count, timeout_s
+        )
+
+
+def watch_calls(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> CallLog:
+    """Logs each completed call of the coroutine function `owner.name` (still called through):
+    a test waits until the system has done something (a sweep, a dispatch round) instead of
+    sleeping and hoping it has."""
+    original = getattr(owner, name)
+    log = CallLog()
+
+    async def watched(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        result = await original(*args, **kwargs)
+        log.calls.append((started, result))
+        return result
+
+    monkeypatch.setattr(owner, name, watched)
+    return log
