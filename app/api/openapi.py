@@ -134,7 +134,8 @@ SimChoice = (
     Annotated[
         str, msgspec.Meta(min_length=1, max_length=64, pattern=_NO_NUL, description="SIM number")
     ]
-    | Annotated[int, msgspec.Meta(ge=0, le=255, description="SIM slot")]
+    # gt=-1, not ge=0: Litestar drops a bound of 0 from the document.
+    | Annotated[int, msgspec.Meta(gt=-1, le=255, description="SIM slot")]
 )
 TtlSeconds = Annotated[int, msgspec.Meta(ge=10, le=604_800)]
 

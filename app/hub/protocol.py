@@ -25,8 +25,10 @@ MAX_SIMS = 16
 MAX_SLOT = 99  # slots are small: a `sim` selector of one or two digits names one
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
-Slot = Annotated[int, msgspec.Meta(ge=0, le=MAX_SLOT)]
-TimeMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_TIME_MS)]
+# `gt=-1` rather than `ge=0`: the same bound for integers, but Litestar leaves a lower bound of
+# 0 out of the OpenAPI document (it skips falsy constraints), and the document must say it.
+Slot = Annotated[int, msgspec.Meta(gt=-1, le=MAX_SLOT)]
+TimeMs = Annotated[int, msgspec.Meta(gt=-1, le=MAX_TIME_MS)]
 Text64 = Annotated[str, msgspec.Meta(max_length=64, pattern=NO_NUL_PATTERN)]
 Text200 = Annotated[str, msgspec.Meta(max_length=200, pattern=NO_NUL_PATTERN)]
 PhoneSideId = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)]
@@ -100,9 +102,9 @@ class DeliveryReport(msgspec.Struct, tag="delivery_report", tag_field="type"):
 
 
 class Heartbeat(msgspec.Struct, tag="heartbeat", tag_field="type"):
-    battery: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    battery: Annotated[int, msgspec.Meta(gt=-1, le=100)] | None = None
     charging: bool | None = None
-    signal: Annotated[int, msgspec.Meta(ge=0, le=4)] | None = None
+    signal: Annotated[int, msgspec.Meta(gt=-1, le=4)] | None = None
 
 
 PhoneFrame = Auth | Hello | Sims | Inbound | Accepted | SendResult | DeliveryReport | Heartbeat
