@@ -245,26 +245,63 @@ def key_rotate(settings: Settings, project_id: str, key_id: str) -> None:
 @main.command("bootstrap")
 @click.option("--name", default="demo", help="Name of the project made on first start.")
 @click.option("--url", default="http://127.0.0.1:8000", help="Where the API will listen.")
+@click.option(
+    "--credit",
+    default="0",
+    show_default=True,
+    help="USDC of demo credit granted to the project made on first start.",
+)
+@click.option(
+    "--cli",
+    "cli_command",
+    default="simwire",
+    show_default=True,
+    help="How to run this command line, as the printed commands should say it.",
+)
 @click.pass_obj
-def bootstrap(settings: Settings, name: str, url: str) -> None:
-    """First start: create a demo organization, project and key if there is no project yet."""
+def bootstrap(settings: Settings, name: str, url: str, credit: str, cli_command: str) -> None:
+    """First start: create a demo organization, project and key if there is no project yet,
+    and grant it `--credit` USDC so its first sends are paid for. Later starts print how to
+    get a new key for the project there is."""
+    from app.domain.pricing import format_usdc, parse_usdc
+    from app.services import credits as credit_service
     from app.services.projects import create_project, list_projects
 
+    try:
+        credit_atomic = parse_usdc(credit)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--credit") from None
     existing = _run(settings, list_projects)
     if existing:
         click.echo(
-            f"Using project {existing[0].id}; its key was printed when it was made.\n"
-            f"New key: simwire key create {existing[0].id}\n"
-            f"Try:     curl -s {url}/v1/project -H 'Authorization: Bearer YOUR_KEY'"
+            f"Using project {existing[0].id} ({existing[0].name!r}); its key was printed when it "
+            "was made (only its hash is stored). For a new key, run:\n"
+            f"  {cli_command} key create {existing[0].id}"
         )
         return
-    created = _run(settings, lambda db: create_project(db, name, name, settings.key_mode))
-    raw = created.first_key.raw
-    click.echo(
-        f"Created project {created.project.id} with an all-scope API key (shown only now):\n"
-        f"  key: {raw}\n"
-        f"Try:  curl -s {url}/v1/project -H 'Authorization: Bearer {raw}'"
-    )
+
+    async def _create(db: Database) -> Any:
+        created = await create_project(db, name, name, settings.key_mode)
+        if credit_atomic > 0:
+            await credit_service.grant(
+                db, created.project.id, credit_atomic, note="demo credit (granted locally)"
+            )
+        return created
+
+    created = _run(settings, _create)
+    lines = [
+        f"Created project {created.project.id} ({name!r}) with an all-scope API key, shown only "
+        "now (only its hash is stored):",
+        f"  export KEY={created.first_key.raw}",
+    ]
+    if credit_atomic > 0:
+        per_message = settings.price_per_segment
+        lines.append(
+            f"Granted it {format_usdc(credit_atomic)} USDC of demo credit (local, nothing was "
+            f"paid; a one-part message costs {per_message} USDC). More: "
+            f"{cli_command} credits grant {created.project.id} 5"
+        )
+    click.echo("\n".join(lines))
 
 
 async def _only_project(db: Database, project_id: str | None) -> str:
@@ -482,11 +519,13 @@ def send_command(
 
 
 @main.command("demo-prepare", hidden=True)
-@click.option("--credit", default="10", help="Top the demo project up to this many USDC.")
+@click.option(
+    "--credit", default="0", help="Top the demo project up to this many USDC (0: leave it)."
+)
 @click.pass_obj
 def demo_prepare(settings: Settings, credit: str) -> None:
-    """For `scripts/serve --demo`: pair a fresh fake phone with the first project (revoking the
-    previous demo phone) and top up its credits. Prints `PROJECT TOKEN` on one line."""
+    """For `scripts/serve`: pair a fresh fake phone with the first project (revoking the
+    previous demo phone) and, with --credit, top up its credits. Prints `PROJECT TOKEN`."""
     from app.domain.pricing import parse_usdc
     from app.services import credits as credit_service
     from app.services import devices

@@ -1,12 +1,15 @@
-"""`scripts/serve` from a fresh directory: migrates, prints a working key and curl line, serves;
-a second start reuses what exists."""
+"""`scripts/serve` from a fresh directory, as a newcomer runs it: the printed curl (and the
+README's) reaches `delivered`; a second start prints a key command that works as printed;
+`--demo` prints what docs/payments.md's example needs and that example runs as printed."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -15,104 +18,198 @@ import httpx
 from tests.support.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+READY_LINE = "API explorer: "  # scripts/serve's last line, once the server answers
 
 
-def start_serve(cwd: Path, port: int) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIMWIRE_")}
-    return subprocess.Popen(
-        [str(ROOT / "scripts" / "serve"), "--port", str(port)],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+class Serve:
+    """`scripts/serve` in its own process group; its stdout is collected line by line."""
 
-
-def wait_healthy(base: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise AssertionError("scripts/serve did not become healthy")
-
-
-def stop(process: subprocess.Popen[str]) -> str:
-    os.killpg(process.pid, signal.SIGTERM)
-    out, _ = process.communicate(timeout=20)
-    return out
-
-
-def test_serve_script_prints_a_working_key_and_reuses_it_on_restart(tmp_path):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    first = start_serve(tmp_path, port)
-    try:
-        wait_healthy(base)
-    finally:
-        out = stop(first)
-    assert (tmp_path / "simwire.db").exists()
-    key = re.search(r"key: (sw_live_[0-9a-f]{32})", out).group(1)
-    curl = re.search(r"curl -s (\S+) -H 'Authorization: Bearer (\S+)'", out)
-    assert curl and curl.group(2) == key
-
-    second = start_serve(tmp_path, port)
-    try:
-        wait_healthy(base)
-        response = httpx.get(curl.group(1), headers={"Authorization": f"Bearer {key}"})
-        assert response.status_code == 200
-        assert response.json()["name"] == "demo"
-    finally:
-        out_again = stop(second)
-    assert "Using project" in out_again and key not in out_again
-
-
-def test_demo_connects_a_fake_phone_so_the_first_send_is_delivered(tmp_path):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIMWIRE_")}
-    process = subprocess.Popen(
-        [str(ROOT / "scripts" / "serve"), "--port", str(port), "--demo"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        wait_healthy(base)
-        key = None
-        deadline = time.monotonic() + 30
-        while key is None and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            found = re.search(r"key: (sw_live_[0-9a-f]{32})", line)
-            key = found.group(1) if found else None
-        headers = {"Authorization": f"Bearer {key}"}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # the fake phone connects just after the server
-            sims = httpx.get(f"{base}/v1/sims", headers=headers).json()
-            if sims["live_sims"]:
-                break
-            time.sleep(0.2)
-        sent = httpx.post(
-            f"{base}/v1/messages",
-            json={"to": "+14155550100", "message": "Hello from Simwire"},
-            headers=headers,
+    def __init__(self, cwd: Path, *args: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [str(ROOT / "scripts" / "serve"), "--port", str(self.port), *args],
+            cwd=cwd,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
         )
-        assert sent.status_code == 202, sent.text
-        message_id = sent.json()["messages"][0]["id"]
-        deadline = time.monotonic() + 30
-        status = None
-        while time.monotonic() < deadline and status != "delivered":
-            status = httpx.get(f"{base}/v1/messages/{message_id}", headers=headers).json()["status"]
-            time.sleep(0.2)
-        assert status == "delivered"
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_ready(self, timeout_s: float = 120) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(line.startswith(READY_LINE) for line in self.lines):
+                return self.output
+            assert self.process.poll() is None, f"scripts/serve exited:\n{self.output}"
+            time.sleep(0.1)
+        raise AssertionError(f"scripts/serve printed no {READY_LINE!r}:\n{self.output}")
+
+    def line_with(self, *parts: str) -> str:
+        found = [line for line in self.lines if all(part in line for part in parts)]
+        assert found, (parts, self.output)
+        return found[0].strip()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+        self._reader.join(timeout=10)
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SIMWIRE_")}
+
+
+def shell(command: str, cwd: Path, **env: str) -> str:
+    """Runs a printed command line exactly as a person pastes it into bash."""
+    done = subprocess.run(
+        ["bash", "-c", command],
+        cwd=cwd,
+        env=clean_env() | env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, (command, done.stdout, done.stderr)
+    return done.stdout
+
+
+def wait_delivered(base: str, key: str, message_id: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    status = None
+    while time.monotonic() < deadline:
+        status = httpx.get(
+            f"{base}/v1/messages/{message_id}", headers={"Authorization": f"Bearer {key}"}
+        ).json()["status"]
+        if status == "delivered":
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{message_id} is {status}, not delivered")
+
+
+def readme_first_send() -> tuple[str, str]:
+    """The README's curl lines under "A first send": the send, and the request's status."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### A first send", 1)[1]
+    send, follow = [line for line in section.splitlines() if line.startswith("curl ")][:2]
+    return send, follow
+
+
+def test_first_start_sends_to_delivered_and_a_second_start_prints_a_working_key_command(
+    tmp_path,
+):
+    first = Serve(tmp_path)
+    try:
+        first.wait_ready()
+        key = re.fullmatch(
+            r"export KEY=(sw_live_[0-9a-f]{32})", first.line_with("export KEY=")
+        ).group(1)
+        assert "demo credit" in first.output
+
+        printed = first.line_with("curl -s", "/v1/messages")
+        sent = json.loads(shell(printed, tmp_path))
+        assert sent["messages"][0]["status"] == "queued", sent
+        wait_delivered(first.base, key, sent["messages"][0]["id"])
+
+        send, follow = (
+            line.replace("127.0.0.1:8000", f"127.0.0.1:{first.port}")
+            for line in readme_first_send()
+        )
+        from_readme = json.loads(shell(send, tmp_path, KEY=key))
+        wait_delivered(first.base, key, from_readme["messages"][0]["id"])
+        request_id = from_readme["request_id"]
+        followed = json.loads(shell(follow.replace("REQUEST_ID", request_id), tmp_path, KEY=key))
+        assert followed["status"] == "all_delivered", followed
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
-    assert "x402 pay-per-call is on" in err
+        first.stop()
+    # The database where it was run; everything else it wrote under the runtime directory.
+    assert {p.name for p in tmp_path.iterdir()} <= {
+        "simwire.db",
+        "simwire.db-wal",
+        "simwire.db-shm",
+        ".simwire",
+    }
+    assert (tmp_path / ".simwire" / "demo-phone.db").exists()
+
+    second = Serve(tmp_path)
+    try:
+        second.wait_ready()
+        assert "Using project" in second.output and key not in second.output
+        command = second.line_with("key create")
+        new_key = re.search(r"sw_live_[0-9a-f]{32}", shell(command, tmp_path)).group(0)
+        for each in (key, new_key):
+            project = httpx.get(
+                f"{second.base}/v1/project", headers={"Authorization": f"Bearer {each}"}
+            )
+            assert project.status_code == 200 and project.json()["name"] == "demo"
+        # The printed send names $KEY now; with the new key it still reaches delivered.
+        printed = second.line_with("curl -s", "/v1/messages")
+        assert '"Authorization: Bearer $KEY"' in printed
+        sent = json.loads(shell(printed, tmp_path, KEY=new_key))
+        wait_delivered(second.base, new_key, sent["messages"][0]["id"])
+    finally:
+        second.stop()
+
+
+def test_no_demo_phone_serves_without_a_fake_phone(tmp_path):
+    serve = Serve(tmp_path, "--no-demo-phone")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{serve.base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        key = serve.line_with("export KEY=").removeprefix("export KEY=")
+        sims = httpx.get(f"{serve.base}/v1/sims", headers={"Authorization": f"Bearer {key}"})
+        assert sims.status_code == 200 and not sims.json()["live_sims"]
+        assert "No demo phone" in serve.output and "fake phone" not in serve.output
+    finally:
+        serve.stop()
+    assert not (tmp_path / ".simwire" / "demo-phone.db").exists()
+
+
+def test_demo_prints_what_the_payments_example_needs_and_it_runs_as_printed(tmp_path):
+    serve = Serve(tmp_path, "--demo")
+    try:
+        serve.wait_ready()
+        assert "x402 pay-per-call is on" in serve.output
+        chain = json.loads((tmp_path / ".simwire" / "chain.json").read_text().splitlines()[0])
+        described = serve.line_with("Local chain")
+        assert chain["network"] in described and f"chain id {chain['chain_id']}" in described
+        addresses = serve.line_with("USDC (test token):")
+        assert chain["usdc"] in addresses and chain["pay_to"] in addresses
+        exports = serve.line_with("export PAYER_KEY=")
+        assert chain["payers"][0]["key"] in exports and chain["network"] in exports
+
+        docs = (ROOT / "docs" / "payments.md").read_text()
+        example = docs.split("## A runnable example", 1)[1]
+        script = example.split("```python\n", 1)[1].split("```", 1)[0]
+        elsewhere = tmp_path / "agent"
+        elsewhere.mkdir()
+        (elsewhere / "pay.py").write_text(script)
+        out = shell(f"{exports}\n{ROOT}/.venv/bin/python pay.py", elsewhere)
+        status, body = out.splitlines()[0].split(" ", 1)
+        assert status == "202", out
+        assert "'success': True" in out.splitlines()[1]
+
+        key = serve.line_with("export KEY=").removeprefix("export KEY=")
+        message_id = re.search(r"'id': '(msg_[0-9a-f]+)'", body).group(1)
+        wait_delivered(serve.base, key, message_id)  # the paid send went to the demo phone
+    finally:
+        serve.stop()
