@@ -522,29 +522,38 @@ def send_command(
 @click.option(
     "--credit", default="0", help="Top the demo project up to this many USDC (0: leave it)."
 )
+@click.option(
+    "--unless-paired",
+    is_flag=True,
+    help="Pair no fake phone when the project has real phones (it would take their messages).",
+)
 @click.pass_obj
-def demo_prepare(settings: Settings, credit: str) -> None:
+def demo_prepare(settings: Settings, credit: str, unless_paired: bool) -> None:
     """For `scripts/serve`: pair a fresh fake phone with the first project (revoking the
-    previous demo phone) and, with --credit, top up its credits. Prints `PROJECT TOKEN`."""
+    previous demo phone) and, with --credit, top up its credits. Prints `PROJECT TOKEN`, or
+    `PROJECT - N` when --unless-paired found N real phones and paired none."""
     from app.domain.pricing import parse_usdc
     from app.services import credits as credit_service
     from app.services import devices
     from app.services.projects import list_projects
 
-    async def _prepare(db: Database) -> tuple[str, str]:
+    async def _prepare(db: Database) -> str:
         project = (await list_projects(db))[0]
-        for existing, _ in await devices.list_devices(db, project.id):
+        paired_now = await devices.list_devices(db, project.id)
+        for existing, _ in paired_now:
             if existing.name == "demo-phone":
                 await devices.revoke_device(db, project.id, existing.id)
+        real = [existing for existing, _ in paired_now if existing.name != "demo-phone"]
+        if unless_paired and real:
+            return f"{project.id} - {len(real)}"
         paired = await devices.pair_device(db, project.id, "demo-phone")
         balance, _ = await credit_service.ledger_sum(db, project.id)
         wanted = parse_usdc(credit)
         if balance < wanted:
             await credit_service.grant(db, project.id, wanted - balance, note="demo credit")
-        return project.id, paired.token
+        return f"{project.id} {paired.token}"
 
-    project_id, token = _run(settings, _prepare)
-    click.echo(f"{project_id} {token}")
+    click.echo(_run(settings, _prepare))
 
 
 def _register_phone_command() -> None:

@@ -165,22 +165,44 @@ def test_first_start_sends_to_delivered_and_a_second_start_prints_a_working_key_
         second.stop()
 
 
-def test_no_demo_phone_serves_without_a_fake_phone(tmp_path):
+def wait_healthy(base: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{base} did not become healthy")
+
+
+def live_sims(base: str, key: str) -> object:
+    sims = httpx.get(f"{base}/v1/sims", headers={"Authorization": f"Bearer {key}"})
+    assert sims.status_code == 200, sims.text
+    return sims.json()["live_sims"]
+
+
+def test_no_fake_phone_with_no_demo_phone_or_when_the_project_has_real_phones(tmp_path):
     serve = Serve(tmp_path, "--no-demo-phone")
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{serve.base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_healthy(serve.base)
         key = serve.line_with("export KEY=").removeprefix("export KEY=")
-        sims = httpx.get(f"{serve.base}/v1/sims", headers={"Authorization": f"Bearer {key}"})
-        assert sims.status_code == 200 and not sims.json()["live_sims"]
+        project_id = re.search(r"prj_[0-9a-f]+", serve.line_with("Created project")).group(0)
+        assert not live_sims(serve.base, key)
         assert "No demo phone" in serve.output and "fake phone" not in serve.output
     finally:
         serve.stop()
+    assert not (tmp_path / ".simwire" / "demo-phone.db").exists()
+
+    shell(f"{ROOT}/scripts/simwire device pair {project_id} --name kitchen-phone", tmp_path)
+    again = Serve(tmp_path)  # a fake phone would take a share of the real phone's messages
+    try:
+        again.wait_ready()
+        assert "has 1 paired phone(s), so no fake phone is started" in again.output
+        assert not live_sims(again.base, key)
+    finally:
+        again.stop()
     assert not (tmp_path / ".simwire" / "demo-phone.db").exists()
 
 
