@@ -93,8 +93,10 @@ async def admin_execute(server_url: str, *statements: str) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_template(postgres_url: str) -> str:
-    """A migrated database that each test copies (CREATE DATABASE … TEMPLATE) in milliseconds."""
-    name = "simwire_template"
+    """A migrated database that each test copies (CREATE DATABASE … TEMPLATE) in milliseconds.
+    One per pytest-xdist worker: PostgreSQL refuses to copy a template while another session
+    is connected to it, and workers share one server."""
+    name = f"simwire_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
     run_in_thread(
         lambda: admin_execute(
             postgres_url, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}"
