@@ -84,7 +84,14 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     elif status == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
     elif status == 413:
-        detail = "the request body is larger than this server accepts"
+        limit = request.app.request_max_body_size
+        return error_response(
+            413,
+            code,
+            f"the request body is larger than this server accepts (at most {limit} bytes)",
+            exc.headers or None,
+            limit_bytes=limit,
+        )
     elif status >= 500:
         detail = "the server could not complete the request"
     return error_response(status, code, detail or code.replace("_", " "), exc.headers or None)

@@ -140,13 +140,13 @@ SimChoice = (
 TtlSeconds = Annotated[int, msgspec.Meta(ge=10, le=604_800)]
 
 
-class MessageDraftIn(msgspec.Struct):
+class MessageDraftIn(msgspec.Struct, forbid_unknown_fields=True):
     to: Recipients
     message: Body
     tag: Tag | None = None
 
 
-class SendOneIn(MessageDraftIn):
+class SendOneIn(MessageDraftIn, forbid_unknown_fields=True):
     """One body to one or more recipients."""
 
     sim: SimChoice | None = None
@@ -154,20 +154,26 @@ class SendOneIn(MessageDraftIn):
     ttl_s: TtlSeconds | None = None
     """Expire unsent after this many seconds."""
     region: Region | None = None
+    quote_id: str | None = None
+    """The quote a plain-transfer payment pays (else the `X-Quote-Id` header)."""
 
 
-class SendBatchIn(msgspec.Struct):
+class SendBatchIn(msgspec.Struct, forbid_unknown_fields=True):
     """Several bodies in one request (at most 1000 recipients in all)."""
 
     messages: Annotated[list[MessageDraftIn], msgspec.Meta(min_length=1, max_length=1000)]
     sim: SimChoice | None = None
     ttl_s: TtlSeconds | None = None
     region: Region | None = None
+    quote_id: str | None = None
 
 
-class QuoteIn(msgspec.Struct):
-    to: Recipients
-    message: Body
+class QuoteIn(MessageDraftIn, forbid_unknown_fields=True):
+    """What `POST /v1/messages` would take for one body, priced (`sim` and `ttl_s` are
+    accepted so the same body can be quoted, and change nothing of the price)."""
+
+    sim: SimChoice | None = None
+    ttl_s: TtlSeconds | None = None
     region: Region | None = None
 
 
@@ -186,7 +192,7 @@ Usdc = Annotated[
 ]
 
 
-class TopupIn(msgspec.Struct):
+class TopupIn(msgspec.Struct, forbid_unknown_fields=True):
     amount: Usdc
     quote_id: str | None = None
     """The top-up quote a payment pays (else the `X-Quote-Id` header)."""

@@ -24,6 +24,12 @@ class InvalidBody(InvalidInput):
     code = "invalid_body"
 
 
+class UnknownField(InvalidInput):
+    """A field the request does not take (a typo like `tll_s` must not be ignored)."""
+
+    code = "unknown_field"
+
+
 class MessageTooLong(InvalidInput):
     code = "message_too_long"
 

@@ -119,6 +119,16 @@ class Hub:
 
     # Waking ------------------------------------------------------------------------------
 
+    def has_eligible_sim(self, project_id: str, sim_selector: str | None) -> bool:
+        """Whether a phone connected here holds a SIM that can take the project's message now
+        (the one `sim_selector` names, else any unlocked one)."""
+        for connection in self.connections.values():
+            if connection.ready and connection.device.project_id == project_id:
+                for sim in connection.sims:
+                    if outbound.sim_matches(sim_selector, sim) if sim_selector else not sim.locked:
+                        return True
+        return False
+
     def wake_local(self, project_id: str) -> None:
         self._dirty.add(project_id)
         self._wake.set()

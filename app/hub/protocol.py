@@ -10,6 +10,7 @@ import msgspec
 
 from app.domain.text import NO_NUL_PATTERN, storable
 from app.json_limits import MAX_JSON_DEPTH, json_too_deep
+from app.services.ids import iso_utc
 
 # Close codes the server uses.
 CLOSE_INVALID_TOKEN = 4401
@@ -193,5 +194,5 @@ def send_sms_frame(
         body=body,
         sim=sim_number,
         slot=slot,
-        expires_at=expires_at.isoformat().replace("+00:00", "Z") if expires_at else None,
+        expires_at=iso_utc(expires_at) if expires_at else None,
     )

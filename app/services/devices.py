@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,6 +15,7 @@ from app.db.models import Device, Message, Sim
 from app.domain import credentials, statuses
 from app.domain.errors import NotFound, Unauthorized
 from app.domain.text import storable
+from app.services import outbound
 from app.services.ids import new_id, new_secret, utcnow
 
 
@@ -50,12 +51,23 @@ def device_is_online(device: Device, now: datetime, idle_timeout_s: float) -> bo
     )
 
 
-async def pair_device(db: Database, project_id: str, name: str = "") -> PairedDevice:
+async def pair_device(
+    db: Database,
+    project_id: str,
+    name: str = "",
+    *,
+    model: str | None = None,
+    os: str | None = None,
+) -> PairedDevice:
+    """A new device and its token (returned once). `model` and `os` are what the pairing
+    caller says of the phone; its `hello` updates them."""
     token = new_secret(credentials.DEVICE_TOKEN_PREFIX)
     device = Device(
         id=new_id("dev"),
         project_id=project_id,
         name=name,
+        model=model or None,
+        os=os or None,
         token_hash=credentials.hash_secret(token),
         token_prefix=credentials.display_prefix(token),
         created_at=utcnow(),
@@ -244,3 +256,53 @@ async def set_sim_lock(db: Database, project_id: str, sim_id: str, locked: bool)
             raise NotFound(f"SIM {sim_id!r} not found")
         sim.locked = locked
     return sim
+
+
+class LocalPhones(Protocol):
+    def has_eligible_sim(self, project_id: str, sim_selector: str | None) -> bool: ...
+
+
+async def phone_warnings(
+    db: Database,
+    local: LocalPhones,
+    project_id: str,
+    sim_selector: str | None,
+    ttl_s: int,
+) -> list[dict[str, str]]:
+    """`[no_phone_online]` when no eligible SIM is online for the project, else `[]`. The
+    phones connected to this process answer first; the database only when none of them can."""
+    if local.has_eligible_sim(project_id, sim_selector):
+        return []
+    if await eligible_sim_online(db, project_id, sim_selector):
+        return []
+    return [no_phone_online_warning(ttl_s)]
+
+
+async def eligible_sim_online(db: Database, project_id: str, sim_selector: str | None) -> bool:
+    """Whether a live SIM of the project can take a message now: one it names (`sim_selector`,
+    as sending pins it), else any unlocked one."""
+    async with db.sessions() as session:
+        sims = (
+            await session.execute(
+                select(Sim).where(col(Sim.project_id) == project_id, col(Sim.live).is_(True))
+            )
+        ).scalars()
+        return any(_takes(sim, sim_selector) for sim in sims)
+
+
+def _takes(sim: Sim, sim_selector: str | None) -> bool:
+    if sim_selector is None:
+        return not sim.locked
+    return outbound.sim_matches(sim_selector, sim)
+
+
+def no_phone_online_warning(ttl_s: int) -> dict[str, str]:
+    """What a 202 or a quote says when no eligible SIM is online: the messages wait."""
+    return {
+        "code": "no_phone_online",
+        "message": (
+            "no phone with an eligible SIM is connected to this project right now: the "
+            f"messages wait in the queue for one, for up to {ttl_s} s (`ttl_s`), then expire "
+            "and are refunded. Pair a phone with POST /v1/devices"
+        ),
+    }

@@ -20,3 +20,9 @@ def new_secret(prefix: str) -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with `Z`, as every timestamp the API writes (msgspec writes aware UTC
+    datetimes the same way)."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

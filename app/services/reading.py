@@ -76,7 +76,8 @@ class MessageFilter:
     direction: str | None = None
     statuses: tuple[str, ...] = ()
     tag: str | None = None
-    sim_id: str | None = None
+    sim: str | None = None
+    """A SIM as sending names it: its id, slot number or phone number."""
     to: str | None = None
     sender: str | None = None
     since: datetime | None = None
@@ -137,6 +138,15 @@ class ProjectStats:
     spend_atomic: int
 
 
+async def _sims_named(db: Database, project_id: str, selector: str) -> list[str]:
+    """Ids of the project's SIMs that `selector` names, by the rule a pinned send uses."""
+    async with db.sessions() as session:
+        sims = (
+            await session.execute(select(Sim).where(col(Sim.project_id) == project_id))
+        ).scalars()
+        return [sim.id for sim in sims if outbound.sim_matches(selector, sim)]
+
+
 def _with_sim() -> Select[tuple[Message, str | None]]:
     return select(Message, col(Sim.number)).outerjoin(Sim, col(Sim.id) == col(Message.sim_id))
 
@@ -193,8 +203,8 @@ async def list_messages(
         query = query.where(col(Message.status).in_(filters.statuses))
     if filters.tag is not None:
         query = query.where(col(Message.tag) == filters.tag)
-    if filters.sim_id is not None:
-        query = query.where(col(Message.sim_id) == filters.sim_id)
+    if filters.sim is not None:
+        query = query.where(col(Message.sim_id).in_(await _sims_named(db, project_id, filters.sim)))
     if filters.to is not None:
         query = query.where(col(Message.to_number) == filters.to)
     if filters.sender is not None:

@@ -36,6 +36,10 @@ from app.settings import Settings
 
 class PairDeviceIn(msgspec.Struct, forbid_unknown_fields=True):
     name: Name = ""
+    model: Name | None = None
+    """The phone's model, until its `hello` says otherwise."""
+    os_version: Name | None = None
+    """Its operating system and version (stored as `os`)."""
 
 
 class SimOut(msgspec.Struct):
@@ -59,6 +63,8 @@ class DeviceOut(msgspec.Struct):
     signal: int | None
     model: str | None
     os: str | None
+    os_version: str | None
+    """The same as `os`, under the name other gateways use."""
     app_version: str | None
     sims: list[SimOut]
     created_at: datetime
@@ -108,6 +114,7 @@ def device_out(device: Device, sims: list[Sim], settings: Settings) -> dict[str,
         "signal": device.signal,
         "model": device.model,
         "os": device.os,
+        "os_version": device.os,
         "app_version": device.app_version,
         "sims": [sim_out(s) for s in sims],
         "created_at": device.created_at,
@@ -139,7 +146,9 @@ class DeviceController(Controller):
         settings: Settings,
         data: PairDeviceIn,
     ) -> PairedDeviceOut:
-        paired = await devices.pair_device(db, auth.project_id, data.name)
+        paired = await devices.pair_device(
+            db, auth.project_id, data.name, model=data.model, os=data.os_version
+        )
         ws_url = phone_socket_url(request, settings)
         qr = segno.make(json.dumps({"ws_url": ws_url, "token": paired.token}), error="m")
         return PairedDeviceOut(

@@ -8,7 +8,17 @@ from litestar import MediaType, Request, Response, post
 
 from app.api.auth import optional_auth
 from app.api.controllers.payments import pay_per_call
-from app.api.openapi import OPTIONAL_KEY_SECURITY, QUOTE_BODY, SEND_BODY, error_responses
+from app.api.fields import check_fields, optional_string
+from app.api.openapi import (
+    OPTIONAL_KEY_SECURITY,
+    QUOTE_BODY,
+    SEND_BODY,
+    MessageDraftIn,
+    QuoteIn,
+    SendBatchIn,
+    SendOneIn,
+    error_responses,
+)
 from app.db.engine import Database
 from app.domain import pricing
 from app.domain.errors import (
@@ -17,15 +27,16 @@ from app.domain.errors import (
     InvalidIdempotencyKey,
     InvalidInput,
     Unauthorized,
+    UnknownField,
 )
 from app.domain.segments import plan_segments
 from app.domain.text import has_nul
 from app.hub.hub import Hub
 from app.payments.wire import PAYMENT_REQUIRED_HEADER
-from app.services import quoting, sending
+from app.services import devices, quoting, sending
 from app.services.projects import AuthContext
 from app.services.x402 import X402Gateway
-from app.services.x402_runtime import PaymentRuntime
+from app.services.x402_runtime import PaymentRuntime, x402_project_id
 from app.settings import Settings
 
 
@@ -55,28 +66,48 @@ def _recipients(value: Any) -> list[str]:
     raise InvalidBody("`to` must be a phone number or a list of phone numbers")
 
 
-def parse_drafts(payload: Any) -> list[quoting.Draft]:
-    """`{to, message, tag?}` or `{messages: [{to, message, tag?}]}` into drafts."""
+SEND_FIELDS = frozenset(SendOneIn.__struct_fields__)
+BATCH_FIELDS = frozenset(SendBatchIn.__struct_fields__)
+DRAFT_FIELDS = frozenset(MessageDraftIn.__struct_fields__)
+QUOTE_FIELDS = frozenset(QuoteIn.__struct_fields__)
+
+
+def parse_drafts(
+    payload: Any,
+    single_fields: frozenset[str] = SEND_FIELDS,
+    batch_fields: frozenset[str] | None = BATCH_FIELDS,
+) -> list[quoting.Draft]:
+    """`{to, message, tag?, …}` or (with `batch_fields`) `{messages: [{to, message, tag?}], …}`
+    into drafts; a field outside the form's fields is `unknown_field`."""
     if not isinstance(payload, dict):
-        raise InvalidBody("the request body must be a JSON object")
-    if "messages" in payload:
+        raise InvalidBody(
+            "the request body must be a JSON object with `to` and `message`, such as "
+            '{"to": "+14155550100", "message": "Hello"}',
+            missing_fields=["to", "message"],
+        )
+    if "messages" in payload and batch_fields is None:
+        raise UnknownField(
+            "this request takes one message, not `messages`",
+            field="messages",
+            unknown_fields=["messages"],
+        )
+    if "messages" in payload and batch_fields is not None:
+        check_fields(payload, batch_fields, ("messages",), "the request body")
         entries = payload["messages"]
         if not isinstance(entries, list) or not entries:
             raise InvalidBody("`messages` must be a non-empty list of {to, message}")
         drafts = []
-        for entry in entries:
-            if not isinstance(entry, dict) or "to" not in entry or "message" not in entry:
-                raise InvalidBody("each item of `messages` needs `to` and `message`")
+        for n, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise InvalidBody(f"`messages[{n}]` must be an object with `to` and `message`")
+            check_fields(entry, DRAFT_FIELDS, ("to", "message"), f"`messages[{n}]`")
             tag = _optional_text(entry, "tag")
             drafts += [
                 quoting.Draft(to, _text(entry["message"], "message"), tag)
                 for to in _recipients(entry["to"])
             ]
         return drafts
-    if "to" not in payload:
-        raise InvalidBody("give `to` and `message`, or `messages`")
-    if "message" not in payload:
-        raise InvalidBody("`message` is required")
+    check_fields(payload, single_fields, ("to", "message"), "the request body")
     body = _text(payload["message"], "message")
     tag = _optional_text(payload, "tag")
     return [quoting.Draft(to, body, tag) for to in _recipients(payload["to"])]
@@ -94,6 +125,7 @@ def _whole_number(value: Any) -> int | None:
 
 
 def parse_options(payload: dict[str, Any], idempotency_key: str | None) -> sending.SendOptions:
+    optional_string(payload, "quote_id")  # read by x402 payments; a wrong type is refused
     raw_ttl = payload.get("ttl_s")
     ttl = _whole_number(raw_ttl)
     if raw_ttl is not None and (ttl is None or not 10 <= ttl <= 604_800):
@@ -148,7 +180,7 @@ async def send_messages(
     settings: Settings,
     hub: Hub,
     payments: PaymentRuntime,
-    data: Any,
+    data: Any = None,
 ) -> Response[dict[str, Any]]:
     """With a key (scope `messages.send`): charged to the project's credits. Without a key:
     paid per call with x402 (402 with the payment request, then 202 once settled)."""
@@ -173,7 +205,24 @@ async def send_messages(
         if not payments.enabled:
             raise
         return await topup_offer_response(request, db, settings, hub, payments, auth, exc)
-    return Response(body, status_code=202)
+    return Response(
+        await with_warnings(body, db, settings, hub, auth.project_id, options), status_code=202
+    )
+
+
+async def with_warnings(
+    body: dict[str, Any],
+    db: Database,
+    settings: Settings,
+    hub: Hub,
+    project_id: str,
+    options: sending.SendOptions,
+) -> dict[str, Any]:
+    """The body with `warnings` (`no_phone_online` when no eligible SIM is online to take the
+    messages now); an empty list when all is well."""
+    ttl_s = options.ttl_s or settings.message_ttl_s
+    warnings = await devices.phone_warnings(db, hub, project_id, options.sim, ttl_s)
+    return {**body, "warnings": warnings}
 
 
 async def topup_offer_response(
@@ -216,19 +265,28 @@ async def create_quote(
     request: Request[Any, Any, Any],
     db: Database,
     settings: Settings,
-    data: Any,
+    hub: Hub,
+    payments: PaymentRuntime,
+    data: Any = None,
     explain: bool = False,
 ) -> dict[str, Any]:
     """Segments, encoding, per-recipient prices and what would be blocked, stored as a quote.
     With a key, the project's prices and policy apply."""
     auth = await optional_auth(request, db)
-    if not isinstance(data, dict) or "messages" in data:
-        raise InvalidBody("a quote takes `{to, message, region?}`")
-    drafts = parse_drafts(data)
+    drafts = parse_drafts(data, QUOTE_FIELDS, batch_fields=None)
     prepared, quote = await quoting.create_quote(
         db, settings, auth.project_id if auth else None, drafts, _region(data)
     )
-    return quote_response(prepared, quote, drafts[0].body, explain)
+    response = quote_response(prepared, quote, drafts[0].body, explain)
+    # Whose phones would send it: the key's project, or (paid per call) the x402 project.
+    project_id = auth.project_id if auth else None
+    if project_id is None and payments.enabled:
+        project_id = await x402_project_id(db, settings)
+    if project_id is not None:
+        response["warnings"] = await devices.phone_warnings(
+            db, hub, project_id, None, settings.message_ttl_s
+        )
+    return response
 
 
 def quote_response(

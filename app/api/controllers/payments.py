@@ -7,6 +7,7 @@ offers (402 with `PAYMENT-REQUIRED` and the v1 body) and settlements (`PAYMENT-R
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from litestar import MediaType, Request, Response, post
@@ -14,17 +15,20 @@ from litestar.di import Provide
 
 from app.api.auth import require_scope
 from app.api.errors import status_for
-from app.api.openapi import KEY_SECURITY, TOPUP_BODY, error_responses
+from app.api.fields import check_fields, optional_string
+from app.api.openapi import KEY_SECURITY, TOPUP_BODY, TopupIn, error_responses
 from app.db.engine import Database
 from app.domain import pricing
 from app.domain.errors import InvalidBody, InvalidInput
 from app.hub.hub import Hub
 from app.payments import wire
-from app.services import quoting, sending, x402
+from app.services import devices, quoting, sending, x402
 from app.services.projects import AuthContext
 from app.services.x402_errors import X402Failure, X402PaymentRequired
-from app.services.x402_runtime import PaymentRuntime
+from app.services.x402_runtime import PaymentRuntime, x402_project_id
 from app.settings import Settings
+
+TOPUP_FIELDS = frozenset(TopupIn.__struct_fields__)
 
 
 def presented_payment(request: Request[Any, Any, Any], data: Any) -> x402.PresentedPayment:
@@ -36,8 +40,8 @@ def presented_payment(request: Request[Any, Any, Any], data: Any) -> x402.Presen
     if not header:
         header, version = headers.get(wire.X_PAYMENT_HEADER), 1
     quote_id = headers.get(x402.QUOTE_ID_HEADER)
-    if not quote_id and isinstance(data, dict) and isinstance(data.get("quote_id"), str):
-        quote_id = data["quote_id"]
+    if not quote_id and isinstance(data, dict):
+        quote_id = optional_string(data, "quote_id")
     return x402.PresentedPayment(
         header=header or None,
         header_version=version if header else 0,
@@ -102,6 +106,11 @@ async def pay_per_call(
         return offer_response(exc)
     except X402Failure as exc:
         return failure_response(exc)
+    if result.status_code == 202:
+        project_id = await x402_project_id(db, settings)
+        ttl_s = options.ttl_s or settings.message_ttl_s
+        warnings = await devices.phone_warnings(db, hub, project_id, options.sim, ttl_s)
+        result = replace(result, body={**result.body, "warnings": warnings})
     return _paid_response(result)
 
 
@@ -122,14 +131,20 @@ async def topup_credits(
     hub: Hub,
     payments: PaymentRuntime,
     auth: AuthContext,
-    data: Any,
+    data: Any = None,
 ) -> Response[dict[str, Any]]:
     """`{amount: "5.00"}` (USDC). Without a payment: 402 for that amount. Paid with
     `PAYMENT-SIGNATURE` / `X-PAYMENT`, or `X-Payment-Tx` with the quote id: 200 with the new
     balance, after a `topup` ledger row carrying the transaction hash."""
     if not payments.enabled:
         raise InvalidInput("top-ups need x402, which is not enabled on this server")
-    if not isinstance(data, dict) or not isinstance(data.get("amount"), str):
+    if not isinstance(data, dict):
+        raise InvalidBody(
+            'give `{"amount": "<USDC, e.g. 5.00>"}` as a decimal string', missing_fields=["amount"]
+        )
+    check_fields(data, TOPUP_FIELDS, ("amount",), "the request body")
+    optional_string(data, "quote_id")
+    if not isinstance(data.get("amount"), str):
         raise InvalidBody('give `{"amount": "<USDC, e.g. 5.00>"}` as a decimal string')
     try:
         amount_atomic = pricing.parse_usdc(data["amount"])

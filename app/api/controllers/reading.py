@@ -89,6 +89,10 @@ def _choice(text: str | None, name: str, choices: tuple[str, ...]) -> str | None
     return text
 
 
+# `in`/`out` as stored, and the words other gateways use.
+_DIRECTIONS = {"in": "in", "out": "out", "inbound": "in", "outbound": "out"}
+
+
 def message_filter(
     direction: str | None,
     status: str | None,
@@ -101,10 +105,10 @@ def message_filter(
     archived: str | None,
 ) -> reading.MessageFilter:
     return reading.MessageFilter(
-        direction=_choice(direction, "direction", ("in", "out")),
+        direction=_DIRECTIONS.get(_choice(direction, "direction", tuple(_DIRECTIONS)) or ""),
         statuses=reading.parse_statuses(status) if status is not None else (),
         tag=tag,
-        sim_id=sim,
+        sim=sim,
         to=_number(to),
         sender=_number(sender),
         since=_since(since),
@@ -209,7 +213,8 @@ async def list_messages(
     db: Database,
     auth: AuthContext,
     direction: Annotated[
-        str | None, Parameter(required=False, schema_extra={"enum": ["in", "out"]})
+        str | None,
+        Parameter(required=False, schema_extra={"enum": ["in", "out", "inbound", "outbound"]}),
     ] = None,
     status: Annotated[
         str | None,
@@ -220,7 +225,10 @@ async def list_messages(
         ),
     ] = None,
     tag: Query = None,
-    sim: Annotated[str | None, Parameter(required=False, description="A SIM id")] = None,
+    sim: Annotated[
+        str | None,
+        Parameter(required=False, description="A SIM: its id, slot number or phone number"),
+    ] = None,
     to: Query = None,
     from_: Annotated[str | None, Parameter(query="from", required=False)] = None,
     since: Annotated[
@@ -240,7 +248,8 @@ async def list_messages(
     limit: Limit = None,
     cursor: Cursor = None,
 ) -> MessageList:
-    """Filters: `direction` (in|out), `status` (one or a comma list), `tag`, `sim` (SIM id),
+    """Filters: `direction` (in|out, or inbound|outbound), `status` (one or a comma list),
+    `tag`, `sim` (a SIM's id, slot or number, as sending takes it),
     `to`, `from`, `since` (ISO 8601), `since_id` (only messages newer than that one),
     `archived` (false by default; true lists only archived ones). Pages of `limit` (1–1000,
     default 50); pass `next_cursor` back as `cursor`."""

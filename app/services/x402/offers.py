@@ -14,7 +14,7 @@ from app.payments import wire
 from app.payments.networks import NetworkConfig
 from app.payments.requirements import PaymentRequirement
 from app.services import credits, quoting
-from app.services.ids import new_id, utcnow
+from app.services.ids import iso_utc, new_id, utcnow
 from app.services.x402.common import PAYER_HEADER, SEND, TOPUP
 from app.services.x402_errors import PaymentOffer, X402PaymentRequired
 from app.settings import Settings
@@ -66,7 +66,7 @@ async def send_offer(
         "messaging_fee": pricing.format_usdc(prepared.fees_atomic),
         "total": pricing.format_usdc(total),
         "total_atomic": total,
-        "expires_at": quote.expires_at.isoformat(),
+        "expires_at": iso_utc(quote.expires_at),
     }
     if credit > 0:
         details |= {
@@ -119,7 +119,7 @@ async def topup_offer(
         "project_id": project_id,
         "total": pricing.format_usdc(amount_atomic),
         "total_atomic": amount_atomic,
-        "expires_at": quote.expires_at.isoformat(),
+        "expires_at": iso_utc(quote.expires_at),
     }
     description = f"{pricing.format_usdc(amount_atomic)} USDC of Simwire credits"
     return X402PaymentRequired(
