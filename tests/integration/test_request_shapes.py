@@ -6,8 +6,15 @@ from __future__ import annotations
 
 import re
 
+import httpx
+
+from app.api.app import create_app
 from app.services import credits, devices
+from app.services.inbound import ReceivedSms, store_inbound
+from tests.conftest import app_client
+from tests.integration.test_hub import RawPhone
 from tests.support.factories import new_tenant
+from tests.support.live import eventually, fast_settings, live_server
 
 SEND = {"to": "+14155550100", "message": "Your code is 4821"}
 # A timestamp as the API writes it: ISO 8601 in UTC, ending in Z.
@@ -69,9 +76,6 @@ async def test_an_empty_body_names_the_missing_fields(client, db):
 
 
 async def test_a_body_over_the_limit_is_413_naming_the_limit(settings, db):
-    from app.api.app import create_app
-    from tests.conftest import app_client
-
     small = settings.model_copy(update={"max_request_bytes": 2_000})
     tenant = await new_tenant(db)
     async with app_client(create_app(small, db)) as http:
@@ -127,7 +131,7 @@ async def test_pairing_takes_model_and_os_version_and_lists_them(client, db):
 
     assert paired.status_code == 201, paired.text
     assert paired.json()["model"] == "Pixel 8" and paired.json()["os_version"] == "Android 15"
-    [device] = listed["data"] if isinstance(listed, dict) else listed
+    [device] = listed["data"]
     assert device["model"] == "Pixel 8"
     assert device["os_version"] == "Android 15" and device["os"] == "Android 15"
 
@@ -138,8 +142,6 @@ async def test_messages_can_be_filtered_by_sim_number_or_slot_and_by_inbound_out
     [sim] = await devices.report_sims(
         db, paired.device, [devices.ReportedSim(1, "+15550100001", "Carrier", None)]
     )
-    from app.services.inbound import ReceivedSms, store_inbound
-
     await store_inbound(db, paired.device, ReceivedSms("p-1", "+14155550199", "hi", None, 1))
     await credits.grant(db, tenant.project_id, 1_000_000)
     await client.post("/v1/messages", json=SEND, headers=tenant.headers)
@@ -181,3 +183,26 @@ async def test_a_send_or_quote_with_no_phone_online_warns_that_it_waits(client, 
     assert quoted.json()["warnings"][0]["code"] == "no_phone_online"
     assert served.json()["warnings"] == []
     assert pinned_elsewhere.json()["warnings"][0]["code"] == "no_phone_online"
+
+
+async def test_the_phones_hello_updates_what_pairing_said(settings, db):
+
+    tenant = await new_tenant(db)
+    async with live_server(fast_settings(settings), db) as server:
+        async with httpx.AsyncClient(base_url=server.url, headers=tenant.headers) as http:
+            paired = await http.post(
+                "/v1/devices", json={"model": "Pixel 8", "os_version": "Android 15"}
+            )
+            phone = await RawPhone.connect(server, paired.json()["token"])
+            await phone.send(
+                {"type": "hello", "device": {"model": "Pixel 9", "os": "Android 16"}, "sims": []}
+            )
+
+            async def listed() -> dict | None:
+                [device] = (await http.get("/v1/devices")).json()["data"]
+                return device if device["model"] == "Pixel 9" else None
+
+            device = await eventually(listed)
+            await phone.close()
+
+    assert device["os_version"] == "Android 16" == device["os"]
