@@ -186,23 +186,24 @@ async def test_a_send_or_quote_with_no_phone_online_warns_that_it_waits(client, 
 
 
 async def test_the_phones_hello_updates_what_pairing_said(settings, db):
-
     tenant = await new_tenant(db)
-    async with live_server(fast_settings(settings), db) as server:
-        async with httpx.AsyncClient(base_url=server.url, headers=tenant.headers) as http:
-            paired = await http.post(
-                "/v1/devices", json={"model": "Pixel 8", "os_version": "Android 15"}
-            )
-            phone = await RawPhone.connect(server, paired.json()["token"])
-            await phone.send(
-                {"type": "hello", "device": {"model": "Pixel 9", "os": "Android 16"}, "sims": []}
-            )
+    async with (
+        live_server(fast_settings(settings), db) as server,
+        httpx.AsyncClient(base_url=server.url, headers=tenant.headers) as http,
+    ):
+        paired = await http.post(
+            "/v1/devices", json={"model": "Pixel 8", "os_version": "Android 15"}
+        )
+        phone = await RawPhone.connect(server, paired.json()["token"])
+        await phone.send(
+            {"type": "hello", "device": {"model": "Pixel 9", "os": "Android 16"}, "sims": []}
+        )
 
-            async def listed() -> dict | None:
-                [device] = (await http.get("/v1/devices")).json()["data"]
-                return device if device["model"] == "Pixel 9" else None
+        async def listed() -> dict | None:
+            [device] = (await http.get("/v1/devices")).json()["data"]
+            return device if device["model"] == "Pixel 9" else None
 
-            device = await eventually(listed)
-            await phone.close()
+        device = await eventually(listed)
+        await phone.close()
 
     assert device["os_version"] == "Android 16" == device["os"]
