@@ -1,5 +1,5 @@
-"""The suite's own rules: no fixed sleep stands in for waiting on a condition, and a database
-connection a failing test leaves open cannot keep pytest from exiting."""
+"""The suite's own rules: no fixed sleep stands in for waiting on a condition, a database
+connection a failing test leaves open cannot keep pytest from exiting, and a hung test fails."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 
 import aiosqlite
+import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
 SLEEP_MODULES = {"asyncio", "time", "anyio"}
@@ -78,3 +79,9 @@ async def test_an_unclosed_sqlite_connection_cannot_keep_pytest_from_exiting(tmp
         assert connection._thread.daemon  # tests/conftest.py makes it so for the whole run
     finally:
         await connection.close()
+
+
+def test_a_hung_test_fails_instead_of_holding_the_run(pytestconfig: pytest.Config) -> None:
+    # pytest-timeout, configured in pyproject.toml for every test of the run.
+    assert pytestconfig.pluginmanager.hasplugin("timeout")
+    assert 0 < float(pytestconfig.getini("timeout")) <= 300
