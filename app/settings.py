@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     phone_max_frame_bytes: int = 65_536
     sweep_interval_s: float = 1.0
     instance_id: str | None = None
+    # How long a process may use an API key's project and scopes, or a project's policy, that
+    # it read (app/services/access_cache.py); a change made elsewhere is seen within it. 0 off.
+    access_cache_ttl_s: float = Field(default=1.0, ge=0)
 
     # x402 / on-chain payments; x402 is off while chain_rpc_url is unset.
     chain_rpc_url: str | None = None

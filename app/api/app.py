@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,6 +40,7 @@ from app.hub.hub import Hub
 from app.hub.signals import channels_for
 from app.json_limits import restore_recursion_limit
 from app.logs import configure_logging, get_logger
+from app.services import access_cache
 from app.services.retention import PurgeSweep
 from app.services.x402 import Settlements, reconciliation_running
 from app.services.x402_runtime import PaymentRuntime
@@ -91,11 +94,13 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     settlements = Settlements(database, settings, payments, hub) if payments.enabled else None
     rate_limits = RequestLimits(settings)
     purge = PurgeSweep(database, settings)
+    access = access_cache.cache_for(database, settings.access_cache_ttl_s)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         try:
             async with channels:
+                access_listener = access_cache.listening(access, channels)
                 await hub.start()
                 payments.start()
                 purge.start()
@@ -108,6 +113,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
                     await purge.stop()
                     await payments.close()
                     await hub.stop()
+                    access_listener.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await access_listener
         finally:
             if db is None:
                 await database.dispose()

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+READ_ONLY = "simwire_read_only"
+
 
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     """An engine tuned per backend: SQLite gets WAL, a busy timeout and enforced foreign keys."""
@@ -36,15 +38,21 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
             dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
 
         @event.listens_for(engine.sync_engine, "begin")
-        def _sqlite_begin_immediate(conn: Any) -> None:
-            # Take the write lock up front so concurrent read-then-write transactions queue
-            # instead of failing with "database is locked" half way through.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _sqlite_begin(conn: Any) -> None:
+            # Writers take the write lock up front so concurrent read-then-write transactions
+            # queue instead of failing with "database is locked" half way through. A session
+            # opened with `Database.reading()` only reads: a plain (deferred) BEGIN, no lock.
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    kwargs.setdefault("pool_size", 10)
+    # Sized for the concurrency one instance serves (a send, a phone frame and the sweeps may
+    # each hold a connection); loopback connections need no pre-ping round trip per checkout.
+    kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_pre_ping", False)
     return create_async_engine(database_url, **kwargs)
 
 
@@ -65,6 +73,16 @@ class Database:
         """One unit of work: commits on success, rolls back on any exception."""
         async with self.sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads only (no commit): on SQLite it takes no write lock, so it does
+        not wait for, or hold up, the writers. Writing in it is a mistake."""
+        async with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = await conn.execution_options(**{READ_ONLY: True})
+            async with AsyncSession(bind=conn, expire_on_commit=False) as session:
+                yield session
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -7,6 +7,7 @@ from litestar.channels.backends.asyncpg import AsyncPgChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
 
 from app.hub.hub import DEVICE_CHANNEL, DISPATCH_CHANNEL
+from app.services.access_cache import ACCESS_CHANNEL
 
 
 def channels_for(database_url: str) -> ChannelsPlugin:
@@ -15,4 +16,6 @@ def channels_for(database_url: str) -> ChannelsPlugin:
         backend: MemoryChannelsBackend | AsyncPgChannelsBackend = AsyncPgChannelsBackend(dsn=dsn)
     else:
         backend = MemoryChannelsBackend()
-    return ChannelsPlugin(backend=backend, channels=[DISPATCH_CHANNEL, DEVICE_CHANNEL])
+    return ChannelsPlugin(
+        backend=backend, channels=[DISPATCH_CHANNEL, DEVICE_CHANNEL, ACCESS_CHANNEL]
+    )

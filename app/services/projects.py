@@ -14,6 +14,7 @@ from app.db.repositories.projects import ApiKeyRepository, ProjectRepository
 from app.domain import credentials
 from app.domain.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from app.domain.safety import ALWAYS_BLOCKED
+from app.services import access_cache
 from app.services.ids import new_id, new_secret, utcnow
 
 
@@ -86,29 +87,45 @@ async def create_project(
 
 
 async def authenticate(db: Database, raw_key: str) -> AuthContext:
-    """The caller behind a presented key, or Unauthorized (unknown, malformed or revoked)."""
+    """The caller behind a presented key, or Unauthorized (unknown, malformed or revoked).
+    A valid key is remembered for at most the access cache's TTL (app/services/access_cache.py);
+    revoking or rotating it drops that at once."""
     if not credentials.is_api_key(raw_key):
         raise Unauthorized("the API key is malformed; keys look like sw_live_ + 32 hex")
     key_hash = credentials.hash_secret(raw_key)
-    async with db.sessions() as session:
+    cache = access_cache.cache_for(db)
+    cached = cache.keys.get(key_hash)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    generation = cache.generation
+    async with db.reading() as session:
         found = (
             await session.execute(
-                select(ApiKey, col(Project.organization_id))
+                select(
+                    col(ApiKey.id),
+                    col(ApiKey.project_id),
+                    col(ApiKey.key_hash),
+                    col(ApiKey.scopes),
+                    col(ApiKey.revoked_at),
+                    col(Project.organization_id),
+                )
                 .join(Project, col(Project.id) == col(ApiKey.project_id))
                 .where(col(ApiKey.key_hash) == key_hash)
             )
         ).one_or_none()
-    key, organization_id = found if found else (None, None)
-    if key is None or not credentials.secret_matches(raw_key, key.key_hash):
+    if found is None or not credentials.secret_matches(raw_key, found.key_hash):
         raise Unauthorized("the API key is not valid")
-    if key.revoked_at is not None:
+    if found.revoked_at is not None:
         raise Unauthorized("the API key was revoked")
-    return AuthContext(
-        project_id=key.project_id,
-        key_id=key.id,
-        scopes=tuple(key.scopes),
-        organization_id=organization_id or "",
+    auth = AuthContext(
+        project_id=found.project_id,
+        key_id=found.id,
+        scopes=tuple(found.scopes),
+        organization_id=found.organization_id or "",
     )
+    if cache.generation == generation:  # no change landed while we read
+        cache.keys.put(key_hash, auth)
+    return auth
 
 
 async def get_project(db: Database, project_id: str) -> Project:
@@ -149,13 +166,17 @@ async def list_keys(db: Database, project_id: str) -> list[ApiKey]:
 
 
 async def revoke_key(db: Database, project_id: str, key_id: str) -> ApiKey:
-    """Stops the key at once. Revoking twice is harmless."""
+    """Stops the key at once, in every process (app/services/access_cache.py). Revoking twice
+    is harmless."""
     async with db.transaction() as session:
         key = await ApiKeyRepository(session).get(project_id, key_id)
         if key is None:
             raise NotFound(f"key {key_id!r} not found")
+        change = {"key_hashes": [key.key_hash]}
         if key.revoked_at is None:
             key.revoked_at = utcnow()
+        await access_cache.announce(session, db, change)
+    access_cache.forget(db, change)
     return key
 
 
@@ -173,6 +194,9 @@ async def rotate_key(db: Database, project_id: str, key_id: str, mode: str = "li
         repo.add(issued.key)
         old.revoked_at = now
         old.rotated_to = issued.key.id
+        change = {"key_hashes": [old.key_hash]}
+        await access_cache.announce(session, db, change)
+    access_cache.forget(db, change)
     return issued
 
 
@@ -208,4 +232,7 @@ async def set_policy(
         if allowed_domains is not None:
             policy.allowed_domains = [d.lower() for d in allowed_domains]
         policy.updated_at = utcnow()
+        change = {"project_id": project_id}
+        await access_cache.announce(session, db, change)
+    access_cache.forget(db, change)
     return policy

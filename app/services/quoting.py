@@ -22,6 +22,7 @@ from app.domain.errors import (
     SimwireError,
     TooManyRecipients,
 )
+from app.services import access_cache
 from app.services.ids import new_id, utcnow
 from app.settings import Settings
 
@@ -100,26 +101,42 @@ def price_table_from(settings: Settings) -> pricing.PriceTable:
 
 
 async def policy_for(db: Database, settings: Settings, project_id: str | None) -> SendPolicy:
+    """The policy a send of `project_id` (None: anonymous) is screened and priced with; a
+    project's is cached for at most the access cache's TTL and dropped when it changes."""
     table = price_table_from(settings)
     if project_id is None:
         return SendPolicy(table, safety.DEFAULT_POLICY, settings.default_region)
-    async with db.sessions() as session:
+    cache = access_cache.cache_for(db)
+    cached: SendPolicy | None = cache.policies.get(project_id)
+    if cached is not None and cached.price_table == table:
+        return cached
+    generation = cache.generation
+    async with db.reading() as session:
         row = (
             await session.execute(
-                select(ProjectPolicy).where(col(ProjectPolicy.project_id) == project_id)
+                select(
+                    col(ProjectPolicy.allowed_categories),
+                    col(ProjectPolicy.blocked_terms),
+                    col(ProjectPolicy.allowed_domains),
+                    col(ProjectPolicy.default_region),
+                ).where(col(ProjectPolicy.project_id) == project_id)
             )
-        ).scalar_one_or_none()
+        ).one_or_none()
     if row is None:
-        return SendPolicy(table, safety.DEFAULT_POLICY, settings.default_region)
-    return SendPolicy(
-        table,
-        safety.SafetyPolicy(
-            allowed_categories=frozenset(row.allowed_categories),
-            blocked_terms=tuple(row.blocked_terms),
-            allowed_domains=tuple(row.allowed_domains),
-        ),
-        row.default_region or settings.default_region,
-    )
+        policy = SendPolicy(table, safety.DEFAULT_POLICY, settings.default_region)
+    else:
+        policy = SendPolicy(
+            table,
+            safety.SafetyPolicy(
+                allowed_categories=frozenset(row.allowed_categories),
+                blocked_terms=tuple(row.blocked_terms),
+                allowed_domains=tuple(row.allowed_domains),
+            ),
+            row.default_region or settings.default_region,
+        )
+    if cache.generation == generation:
+        cache.policies.put(project_id, policy)
+    return policy
 
 
 def prepare(

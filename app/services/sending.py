@@ -1,22 +1,34 @@
 """Sending on prepaid credits: screen → quote → charge the whole request → enqueue, in one
-transaction; an Idempotency-Key replays the first answer instead of charging again."""
+transaction; an Idempotency-Key replays the first answer instead of charging again.
+
+Sends are group-committed (`GroupCommit`): the requests that arrive while one transaction is
+being written go into the next one together, and each is answered only after that commit.
+Each request stays all-or-nothing inside the batch: its charge is the conditional
+`balance >= cost` update, and a request that is short of credit, or whose Idempotency-Key was
+taken, writes nothing and fails alone while the others commit."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 
 from app.db.engine import Database
-from app.db.models import Message, MessageRequest
-from app.domain.errors import Conflict
-from app.services import credits, outbound, quoting
+from app.db.models import CreditAccount, LedgerEntry, Message, MessageRequest
+from app.domain import ledger, statuses
+from app.domain.errors import Conflict, InsufficientCredits
+from app.faults import crash_point
+from app.services import quoting
 from app.services.ids import new_id, utcnow
 from app.settings import Settings
 
@@ -42,21 +54,32 @@ def request_fingerprint(payload: Any) -> str:
 
 
 def accepted_response(
-    request: MessageRequest, messages: Sequence[Message], charged_atomic: int
+    request: MessageRequest,
+    messages: Sequence[Message],
+    charged_atomic: int,
 ) -> dict[str, Any]:
+    return response_body(
+        request.id,
+        request.segment_count,
+        [(m.id, m.to_number, m.status, m.segment_count, m.price_atomic) for m in messages],
+        charged_atomic,
+    )
+
+
+def response_body(
+    request_id: str,
+    segment_count: int,
+    messages: Sequence[tuple[str, str, str, int, int]],
+    charged_atomic: int,
+) -> dict[str, Any]:
+    """The 202 body from plain values: each message as (id, to, status, segments, price)."""
     return {
-        "request_id": request.id,
+        "request_id": request_id,
         "status": "processing",
-        "segment_count": request.segment_count,
+        "segment_count": segment_count,
         "charged_atomic": charged_atomic,
         "messages": [
-            {
-                "id": m.id,
-                "to": m.to_number,
-                "status": m.status,
-                "segments": m.segment_count,
-                "price_atomic": m.price_atomic,
-            }
+            {"id": m[0], "to": m[1], "status": m[2], "segments": m[3], "price_atomic": m[4]}
             for m in messages
         ],
     }
@@ -65,15 +88,19 @@ def accepted_response(
 async def _replay(
     db: Database, project_id: str, key: str, fingerprint: str
 ) -> dict[str, Any] | None:
-    async with db.sessions() as session:
+    async with db.reading() as session:
         previous = (
             await session.execute(
-                select(MessageRequest).where(
+                select(col(MessageRequest.request_sha256), col(MessageRequest.response)).where(
                     col(MessageRequest.project_id) == project_id,
                     col(MessageRequest.idempotency_key) == key,
                 )
             )
-        ).scalar_one_or_none()
+        ).one_or_none()
+    return _replayed(previous, key, fingerprint)
+
+
+def _replayed(previous: Any, key: str, fingerprint: str) -> dict[str, Any] | None:
     if previous is None:
         return None
     if previous.request_sha256 != fingerprint:
@@ -81,7 +108,7 @@ async def _replay(
             "this Idempotency-Key was used with a different request body",
             idempotency_key=key,
         )
-    return previous.response
+    return previous.response  # type: ignore[no-any-return]
 
 
 async def send_with_credits(
@@ -93,8 +120,9 @@ async def send_with_credits(
     options: SendOptions,
     fingerprint: str,
 ) -> dict[str, Any]:
-    """Returns the 202 body. Raises 400/422 errors before anything is charged, and
-    InsufficientCredits (nothing charged) when the balance does not cover the whole request."""
+    """Returns the 202 body once the request is committed. Raises 400/422 errors before
+    anything is charged, and InsufficientCredits (nothing charged) when the balance does not
+    cover the whole request."""
     key = options.idempotency_key
     if key:
         replayed = await _replay(db, project_id, key, fingerprint)
@@ -103,48 +131,311 @@ async def send_with_credits(
     policy = await quoting.policy_for(db, settings, project_id)
     prepared = quoting.prepare(drafts, policy, options.region, MAX_CREDIT_RECIPIENTS)
     prepared.raise_if_blocked()
-    try:
-        async with db.transaction() as session:
-            request = MessageRequest(
-                id=new_id("req"),
-                project_id=project_id,
-                billing="credits",
-                total_atomic=prepared.total_atomic,
-                segment_count=prepared.segment_count,
-                idempotency_key=key,
-                request_sha256=fingerprint if key else None,
-                created_at=utcnow(),
-            )
-            # Charge first: without enough credit nothing else is written.
-            if prepared.total_atomic > 0:
-                await credits.charge_project(session, project_id, prepared.total_atomic, request.id)
-            messages = await outbound.enqueue(
-                session,
-                project_id,
-                [
-                    outbound.OutboundItem(
-                        to=item.to,
-                        body=item.body,
-                        encoding=item.plan.encoding,
-                        segment_count=item.plan.segment_count,
-                        price_atomic=item.price_atomic,
-                        tag=item.tag,
-                    )
-                    for item in prepared.items
-                ],
-                request_id=request.id,
-                sim_selector=options.sim,
-                ttl_s=options.ttl_s or settings.message_ttl_s,
-            )
-            response = accepted_response(request, messages, prepared.total_atomic)
-            request.response = response
-            session.add(request)  # a racing duplicate Idempotency-Key fails here, at commit
-    except IntegrityError:
-        # The same Idempotency-Key raced in from another request: answer as it did.
-        if key:
-            replayed = await _replay(db, project_id, key, fingerprint)
+    send = _pending_send(project_id, prepared, options, fingerprint, settings)
+    return await group_commit(db).submit(send, notifier)
+
+
+# Group commit ----------------------------------------------------------------------------
+
+# The most requests and messages one transaction takes; more wait for the next one.
+MAX_BATCH_REQUESTS = 256
+MAX_BATCH_MESSAGES = 5_000
+
+
+@dataclass(eq=False)
+class PendingSend:
+    """One request's rows, built before it joins a batch, and how it is answered."""
+
+    project_id: str
+    key: str | None
+    fingerprint: str
+    cost_atomic: int
+    request_row: dict[str, Any]
+    message_rows: list[dict[str, Any]]
+    response: dict[str, Any]
+    future: asyncio.Future[dict[str, Any]] | None = None
+    notifier: QueueNotifier | None = None
+    ledger_row: dict[str, Any] | None = field(default=None)
+
+
+def _pending_send(
+    project_id: str,
+    prepared: quoting.PreparedSend,
+    options: SendOptions,
+    fingerprint: str,
+    settings: Settings,
+) -> PendingSend:
+    now = utcnow()
+    request_id = new_id("req")
+    expires_at = now + timedelta(seconds=options.ttl_s or settings.message_ttl_s)
+    messages = [
+        (new_id("msg"), item.to, statuses.QUEUED, item.plan.segment_count, item.price_atomic)
+        for item in prepared.items
+    ]
+    message_rows = [
+        {
+            "id": message[0],
+            "project_id": project_id,
+            "request_id": request_id,
+            "direction": "out",
+            "status": statuses.QUEUED,
+            "to_number": item.to,
+            "body": item.body,
+            "encoding": item.plan.encoding,
+            "segment_count": item.plan.segment_count,
+            "price_atomic": item.price_atomic,
+            "billing": "credits",
+            "refunded": False,
+            "tag": item.tag,
+            "sim_selector": options.sim,
+            "attempts": 0,
+            "archived": False,
+            "created_at": now,
+            "expires_at": expires_at,
+        }
+        for message, item in zip(messages, prepared.items, strict=True)
+    ]
+    response = response_body(
+        request_id,
+        prepared.segment_count,
+        messages,
+        prepared.total_atomic,
+    )
+    key = options.idempotency_key
+    request_row = {
+        "id": request_id,
+        "project_id": project_id,
+        "billing": "credits",
+        "payer": None,
+        "network": None,
+        "payment_id": None,
+        "total_atomic": prepared.total_atomic,
+        "segment_count": prepared.segment_count,
+        "idempotency_key": key,
+        "request_sha256": fingerprint if key else None,
+        "response": response,
+        "created_at": now,
+    }
+    return PendingSend(
+        project_id, key, fingerprint, prepared.total_atomic, request_row, message_rows, response
+    )
+
+
+class _Retry(Exception):
+    """This request must go again in a later batch (its Idempotency-Key was first used by an
+    earlier request of the same batch, whose outcome it must answer with)."""
+
+
+class GroupCommit:
+    """Writes the sends waiting for it in as few transactions as it can, one at a time: while
+    one commits, the next requests gather. One per database per process."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.pending: list[PendingSend] = []
+        self.writer: asyncio.Task[None] | None = None
+
+    async def submit(self, send: PendingSend, notifier: QueueNotifier) -> dict[str, Any]:
+        """The 202 body once `send` is committed, or the error that kept it out."""
+        loop = asyncio.get_running_loop()
+        send.future = loop.create_future()
+        send.notifier = notifier
+        self.pending.append(send)
+        if self.writer is None:
+            self.writer = loop.create_task(self._write_all(), name="send-group-commit")
+        return await send.future
+
+    async def _write_all(self) -> None:
+        try:
+            while self.pending:
+                # Let the requests already on their way (parsed, screened) join this batch.
+                await asyncio.sleep(0)
+                batch = self._take()
+                if batch:
+                    await self._write(batch)
+        finally:
+            self.writer = None
+
+    def _take(self) -> list[PendingSend]:
+        batch: list[PendingSend] = []
+        messages = 0
+        while self.pending and len(batch) < MAX_BATCH_REQUESTS:
+            send = self.pending[0]
+            if batch and messages + len(send.message_rows) > MAX_BATCH_MESSAGES:
+                break
+            self.pending.pop(0)
+            if send.future is not None and send.future.done():  # its caller went away
+                continue
+            batch.append(send)
+            messages += len(send.message_rows)
+        return batch
+
+    async def _write(self, batch: list[PendingSend]) -> None:
+        try:
+            outcomes = await self._commit(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                outcomes = [await self._alone_after(batch[0], exc)]
+            else:
+                # Something broke the whole batch (an Idempotency-Key raced in from another
+                # instance): each request again in a transaction of its own.
+                outcomes = []
+                for send in batch:
+                    try:
+                        outcomes.extend(await self._commit([send]))
+                    except Exception as alone_exc:
+                        outcomes.append(await self._alone_after(send, alone_exc))
+        woken: set[str] = set()
+        for send, outcome in zip(batch, outcomes, strict=True):
+            if not isinstance(outcome, Exception) and send.project_id not in woken:
+                woken.add(send.project_id)
+                if send.notifier is not None:
+                    await send.notifier.notify_queued(send.project_id)
+        for send, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, _Retry):
+                self.pending.append(send)
+            elif send.future is not None and not send.future.done():
+                if isinstance(outcome, BaseException):
+                    send.future.set_exception(outcome)
+                else:
+                    send.future.set_result(outcome)
+
+    async def _alone_after(self, send: PendingSend, exc: Exception) -> dict[str, Any] | Exception:
+        """The answer for a request whose own transaction failed with `exc`."""
+        if isinstance(exc, IntegrityError) and send.key:
+            # The same Idempotency-Key raced in from elsewhere: answer as that request did.
+            try:
+                replayed = await _replay(self.db, send.project_id, send.key, send.fingerprint)
+            except Conflict as conflict:
+                return conflict
             if replayed is not None:
                 return replayed
-        raise
-    await notifier.notify_queued(project_id)
-    return response
+        return exc
+
+    async def _commit(self, batch: list[PendingSend]) -> list[dict[str, Any] | Exception]:
+        """One transaction for the whole batch; each request's answer (its body or its error)."""
+        outcomes: list[dict[str, Any] | Exception | None] = [None] * len(batch)
+        async with self.db.engine.begin() as conn:
+            await _claim_idempotency_keys(conn, batch, outcomes)
+            await _charge(conn, batch, outcomes)
+            admitted = [s for s, o in zip(batch, outcomes, strict=True) if o is None]
+            if admitted:
+                await conn.execute(insert(MessageRequest), [s.request_row for s in admitted])
+                ledger_rows = [s.ledger_row for s in admitted if s.ledger_row is not None]
+                if ledger_rows:
+                    await conn.execute(insert(LedgerEntry), ledger_rows)
+                messages = [row for s in admitted for row in s.message_rows]
+                if messages:
+                    await conn.execute(insert(Message), messages)
+            crash_point("send_batch_commit")
+        return [s.response if o is None else o for s, o in zip(batch, outcomes, strict=True)]
+
+
+async def _claim_idempotency_keys(
+    conn: AsyncConnection,
+    batch: list[PendingSend],
+    outcomes: list[dict[str, Any] | Exception | None],
+) -> None:
+    """Requests whose Idempotency-Key is already used answer with the first result (or 409);
+    a second use inside this batch waits for the next batch, where it finds the first."""
+    first_in_batch: set[tuple[str, str]] = set()
+    for n, send in enumerate(batch):
+        if not send.key:
+            continue
+        if (send.project_id, send.key) in first_in_batch:
+            outcomes[n] = _Retry()
+            continue
+        previous = (
+            await conn.execute(
+                select(col(MessageRequest.request_sha256), col(MessageRequest.response)).where(
+                    col(MessageRequest.project_id) == send.project_id,
+                    col(MessageRequest.idempotency_key) == send.key,
+                )
+            )
+        ).one_or_none()
+        if previous is None:
+            first_in_batch.add((send.project_id, send.key))
+            continue
+        try:
+            outcomes[n] = _replayed(previous, send.key, send.fingerprint)
+        except Conflict as conflict:
+            outcomes[n] = conflict
+
+
+async def _charge(
+    conn: AsyncConnection,
+    batch: list[PendingSend],
+    outcomes: list[dict[str, Any] | Exception | None],
+) -> None:
+    """Debits each paying request of the batch with its ledger row: one conditional UPDATE
+    per project when its balance covers all of them, else one per request, in order, so
+    that those the balance covers go through and the rest fail with InsufficientCredits."""
+    by_project: dict[str, list[int]] = {}
+    for n, send in enumerate(batch):
+        if outcomes[n] is None and send.cost_atomic > 0:
+            by_project.setdefault(send.project_id, []).append(n)
+    for project_id, indexes in by_project.items():
+        total = sum(batch[n].cost_atomic for n in indexes)
+        changed = await _debit(conn, project_id, total)
+        if changed is not None:
+            account_id, balance = changed
+            # The balance after each request, as if they had been charged one by one.
+            balance += total
+            for n in indexes:
+                balance -= batch[n].cost_atomic
+                batch[n].ledger_row = _ledger_row(account_id, batch[n], balance)
+            continue
+        for n in indexes:
+            changed = await _debit(conn, project_id, batch[n].cost_atomic)
+            if changed is None:
+                current = (
+                    await conn.execute(
+                        select(col(CreditAccount.balance_atomic)).where(
+                            col(CreditAccount.project_id) == project_id
+                        )
+                    )
+                ).scalar_one_or_none()
+                outcomes[n] = InsufficientCredits(current or 0, batch[n].cost_atomic, project_id)
+            else:
+                batch[n].ledger_row = _ledger_row(changed[0], batch[n], changed[1])
+
+
+async def _debit(conn: AsyncConnection, project_id: str, amount_atomic: int) -> Any:
+    """The conditional charge: (account id, balance after) or None when it does not cover."""
+    return (
+        await conn.execute(
+            update(CreditAccount)
+            .where(
+                col(CreditAccount.project_id) == project_id,
+                col(CreditAccount.balance_atomic) >= amount_atomic,
+            )
+            .values(balance_atomic=col(CreditAccount.balance_atomic) - amount_atomic)
+            .returning(col(CreditAccount.id), col(CreditAccount.balance_atomic))
+        )
+    ).one_or_none()
+
+
+def _ledger_row(account_id: str, send: PendingSend, balance_after: int) -> dict[str, Any]:
+    return {
+        "id": new_id("led"),
+        "account_id": account_id,
+        "kind": ledger.CHARGE,
+        "amount_atomic": ledger.signed_amount(ledger.CHARGE, send.cost_atomic),
+        "balance_after_atomic": balance_after,
+        "request_id": send.request_row["id"],
+        "message_id": None,
+        "tx_hash": None,
+        "note": None,
+        "created_at": send.request_row["created_at"],
+    }
+
+
+_GROUP_COMMITS: weakref.WeakKeyDictionary[Database, GroupCommit] = weakref.WeakKeyDictionary()
+
+
+def group_commit(db: Database) -> GroupCommit:
+    """The process's writer of credit sends for `db`."""
+    writer = _GROUP_COMMITS.get(db)
+    if writer is None:
+        writer = _GROUP_COMMITS[db] = GroupCommit(db)
+    return writer

@@ -1,24 +1,35 @@
-"""Benchmark the send API: `POST /v1/messages` on prepaid credits against a bare Litestar ceiling.
+"""Benchmark the send API with `wrk`: `POST /v1/messages` on credits and `POST /v1/quotes`
+against a bare Litestar endpoint, on SQLite, PostgreSQL and two instances on one PostgreSQL.
 
-Usage: .venv/bin/python scripts/bench/send.py [--duration-s 10] [--concurrency 16] [--phones 10]
-       [--postgres-url URL | --no-postgres] [--reference-phones] [--json out.json]
+Usage: .venv/bin/python scripts/bench/send.py [--duration-s 10] [--connections 16] [--threads 1]
+       [--phones 10] [--rate 100] [--bulk-n 10] [--postgres-url URL | --no-postgres]
+       [--no-two-instances] [--json out.json]
 
-Each run starts the server as its own process (`python -m app.cli serve`) on a fresh database, a
-project with granted credits, and N phones; then C concurrent httpx clients (one AsyncClient
-each) send `{to, message}` as fast as they are answered for the fixed duration. Runs: SQLite
-always; PostgreSQL on `--postgres-url`, else on a throwaway server from
-`tests/support/postgres.py` when its binaries are installed (`--no-postgres` skips it).
+Load comes from `wrk` (Debian's package; installed with `ensure_wrk` from scripts/lib/setup.sh
+when missing), driven by `scripts/bench/send.lua`, which gives every request its own body and
+prints a JSON summary (requests, statuses, latency percentiles). The bare ceiling is a
+`Litestar([get("/ping")])` app answering `{"ok": true}`, served by uvicorn the way
+`simwire serve` serves Simwire, hit by the same `wrk` command in the same invocation:
+`ratio_to_bare` is the figure to track.
 
-Reported per run: accepted (202) requests/s, messages/s that reached `sent` inside the window
-(from each message's `sent_at`), accept latency p50/p99, and the requests/s the same clients get
-from a bare Litestar app (`GET /ping` → `{"ok": true}`) served by uvicorn the same way, in the same
-invocation, so `ratio_to_bare` is the figure to track. Client and server share the machine.
+Each engine run starts the server as its own process (`python -m app.cli serve`, rate limits
+off: SIMWIRE_RATE_LIMITS=false) on a fresh database with a project holding credits, and N raw
+`websockets` phones in a separate process (`--run-phones`) that answer every `send_sms` with
+`accepted` and a successful `send_result` at once; their CPU is reported. Then, in order:
+1. `wrk` on `POST /v1/messages` (`{to, message}`, one recipient) for the duration: accepted
+   (202) requests/s, latency p50/p99; messages reaching `sent` inside that window per second,
+   and (after the queue drains, at most `--drain-s`) the share of accepted messages sent;
+2. `wrk` on `POST /v1/quotes` with the same body and key;
+3. accept latency at a fixed `--rate` requests/s offered: wrk has no fixed-rate mode, so a
+   small open-loop asyncio client in this process sends on a fixed schedule over raw
+   keep-alive connections (a new one when all are busy) and times each request from its
+   scheduled start, so a stall is not hidden by waiting (no coordinated omission);
+4. `--bulk-n` bulk sends of 1,000 recipients each, one at a time: time to 202.
+The two-instance run puts two servers on one PostgreSQL database, half the phones on each,
+and one `wrk` per instance with half the connections each, at the same time.
 
-The phones are raw `websockets` clients that answer each `send_sms` with `accepted` and a
-successful `send_result` at once (`--reference-phones`: the reference `PhoneClient` with the
-`FakeRadio` instead, which also reports delivery). The per-SIM rate limit (default 20 parts per
-minute) would cap `sent` at 20 × N per minute, so these runs set SIMWIRE_SIM_PARTS_PER_MINUTE to
-1,000,000,000; the per-device in-flight cap stays at its default (10).
+The per-SIM rate limit would cap `sent` at 20 parts per minute per SIM, so these runs set
+SIMWIRE_SIM_PARTS_PER_MINUTE to 1,000,000,000; everything else is at its default.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import shutil
 import signal
 import subprocess
@@ -44,7 +56,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import httpx  # noqa: E402
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 
 from app.db.engine import Database  # noqa: E402
 from app.db.models import Message  # noqa: E402
@@ -52,7 +64,7 @@ from app.services import credits, devices  # noqa: E402
 from app.services.projects import create_project  # noqa: E402
 from scripts.bench.phones import (  # noqa: E402
     BenchDatabase,
-    PhoneFleet,
+    ServerProcess,
     cpu_seconds,
     free_port,
     fresh_database,
@@ -62,7 +74,22 @@ from scripts.bench.phones import (  # noqa: E402
 )
 
 DEFAULT_JSON = REPO_ROOT / "scripts" / "bench" / "results" / "send.json"
+LUA_SCRIPT = _HERE / "send.lua"
+SETUP_SH = REPO_ROOT / "scripts" / "lib" / "setup.sh"
 SIM_PARTS_PER_MINUTE = 1_000_000_000
+UNFINISHED = ("queued", "sending", "accepted")
+
+
+def ensure_wrk() -> str:
+    """The `wrk` binary, installed from the distribution (as scripts/lib/setup.sh does) if
+    missing."""
+    found = shutil.which("wrk")
+    if found is None:
+        subprocess.run(["bash", "-c", f"source {SETUP_SH} && ensure_wrk"], check=True)
+        found = shutil.which("wrk")
+    if found is None:
+        raise RuntimeError("wrk is not installed and could not be installed")
+    return found
 
 
 # The bare ceiling ------------------------------------------------------------------------
@@ -115,222 +142,439 @@ async def bare_server() -> Any:
             process.kill()
 
 
-# Load ------------------------------------------------------------------------------------
+# wrk -------------------------------------------------------------------------------------
 
 
-async def drive(
-    base_url: str,
-    concurrency: int,
-    duration_s: float,
-    make_request: Any,
-    expected_status: int,
+async def run_wrk(
+    args: argparse.Namespace, url: str, mode: str, key: str = "", connections: int | None = None
 ) -> dict[str, Any]:
-    """C clients, each one request at a time, for `duration_s`; counts answers by status."""
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    failures: list[str] = []
-    ok = 0
-    deadline = time.perf_counter() + duration_s
-    counter = iter(range(10**9))
-
-    async def client_loop() -> None:
-        nonlocal ok
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http:
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                try:
-                    response = await make_request(http, next(counter))
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-                    continue
-                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-                if response.status_code == expected_status:
-                    ok += 1
-                    latencies.append(time.perf_counter() - started)
-                elif len(failures) < 20:
-                    failures.append(f"{response.status_code} {response.text[:200]}")
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
+    """One `wrk` run; returns its JSON summary with per-second and millisecond figures."""
+    command = [
+        args.wrk,
+        f"-t{args.threads}",
+        f"-c{connections or args.connections}",
+        f"-d{args.duration_s}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(LUA_SCRIPT),
+        url,
+        "--",
+        mode,
+        key,
+    ]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    line = next((x for x in out.decode().splitlines() if x.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary: {out.decode()[-500:]} {err.decode()[-500:]}")
+    raw = json.loads(line.removeprefix("WRKJSON "))
+    seconds = raw["duration_us"] / 1e6
+    expected = {"ping": "200", "send": "202", "quote": "200"}[mode]
+    ok = raw["statuses"].get(expected, 0)
     return {
-        "seconds": round(elapsed, 2),
+        "mode": mode,
+        "seconds": round(seconds, 2),
+        "requests": raw["requests"],
         "ok": ok,
-        "per_s": round(ok / elapsed, 1),
-        "latency": percentiles(latencies),
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "failures": failures[:20],
+        "per_s": round(ok / seconds, 1),
+        "latency": {
+            "p50_ms": round(raw["latency_us"]["p50"] / 1000, 2),
+            "p90_ms": round(raw["latency_us"]["p90"] / 1000, 2),
+            "p99_ms": round(raw["latency_us"]["p99"] / 1000, 2),
+            "max_ms": round(raw["latency_us"]["max"] / 1000, 2),
+        },
+        "statuses": raw["statuses"],
+        "socket_errors": raw["errors"],
     }
 
 
-async def bare_ceiling(concurrency: int, duration_s: float) -> dict[str, Any]:
-    async with bare_server() as (url, pid):
-        cpu0 = cpu_seconds(pid)
-        result = await drive(url, concurrency, duration_s, lambda http, _: http.get("/ping"), 200)
-        result["server_cpu_percent_of_one_core"] = round(
-            (cpu_seconds(pid) - cpu0) / result["seconds"] * 100, 1
+async def with_cpu(pids: list[int], work: Any) -> tuple[dict[str, Any], list[float]]:
+    """Runs `work` and returns its result with each process's CPU (% of one core) meanwhile."""
+    before = [cpu_seconds(pid) for pid in pids]
+    started = time.perf_counter()
+    result = await work
+    elapsed = time.perf_counter() - started
+    return result, [
+        round((cpu_seconds(pid) - b) / elapsed * 100, 1)
+        for pid, b in zip(pids, before, strict=True)
+    ]
+
+
+# A fixed-rate client ---------------------------------------------------------------------
+
+
+async def paced_sends(port: int, key: str, rate: float, duration_s: float) -> dict[str, Any]:
+    """`POST /v1/messages` on a fixed schedule of `rate` per second (open loop), each timed
+    from its scheduled start to the end of its response."""
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    opened: list[asyncio.StreamWriter] = []
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    late_starts: list[float] = []
+
+    async def one(n: int, scheduled: float) -> None:
+        if idle:
+            reader, writer = idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            opened.append(writer)
+        body = json.dumps(
+            {"to": f"+1415556{n % 10_000:04d}", "message": f"Paced order {n} shipped"}
+        ).encode()
+        writer.write(
+            b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nAuthorization: Bearer " + key.encode() + b"\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
         )
-    return result
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = head.split(b" ", 2)[1].decode()
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        await reader.readexactly(length)
+        latencies.append(time.perf_counter() - scheduled)
+        statuses[status] = statuses.get(status, 0) + 1
+        idle.append((reader, writer))
 
-
-async def start_reference_phones(ws_url: str, tokens: list[str], workdir: Path) -> Any:
-    from app.phone.client import PhoneClient
-    from app.phone.radios.fake import FakeRadio, fake_sims
-
-    clients = []
     tasks = []
-    for i, token in enumerate(tokens):
-        client = PhoneClient(
-            ws_url, token, FakeRadio(sims=fake_sims(1)), workdir / f"phone-{i}.db", heartbeat_s=30
-        )
-        clients.append(client)
-        tasks.append(asyncio.create_task(client.run()))
-    await asyncio.wait_for(asyncio.gather(*(c.connected.wait() for c in clients)), 60)
+    start = time.perf_counter() + 0.05
+    for n in range(int(rate * duration_s)):
+        scheduled = start + n / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            late_starts.append(-delay)
+        tasks.append(asyncio.create_task(one(n, scheduled)))
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for writer in opened:
+        writer.close()
+    return {
+        "offered_per_s": rate,
+        "seconds": duration_s,
+        "statuses": statuses,
+        "connections_opened": len(opened),
+        "latency": percentiles(latencies),
+        "client_late_starts_over_5ms": sum(1 for x in late_starts if x > 0.005),
+    }
 
-    async def stop() -> None:
-        for client in clients:
-            await client.stop()
+
+async def bulk_sends(url: str, key: str, n: int) -> dict[str, Any]:
+    """`n` sends of 1,000 recipients each, one at a time: time to the 202."""
+    headers = {"Authorization": f"Bearer {key}"}
+    latencies = []
+    statuses: dict[str, int] = {}
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        for i in range(n):
+            payload = {
+                "to": [f"+1415555{r:04d}" for r in range(1000)],
+                "message": f"Bulk notice {i}",
+            }
+            started = time.perf_counter()
+            response = await http.post("/v1/messages", json=payload, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            statuses[str(response.status_code)] = statuses.get(str(response.status_code), 0) + 1
+    return {
+        "requests": n,
+        "recipients": 1000,
+        "statuses": statuses,
+        "latency": percentiles(latencies),
+    }
+
+
+# Phones, in a process of their own -------------------------------------------------------
+
+
+def run_phones() -> None:
+    """`--run-phones`: reads {"phones": [[ws_url, token], ...]} from stdin, connects every
+    phone, prints `ready`, answers `send_sms` at once until stdin closes, then prints counts."""
+    from websockets.asyncio.client import connect
+
+    config = json.loads(sys.stdin.readline())
+    counts = {"send_sms": 0, "errors": 0}
+
+    async def phone(ws_url: str, token: str, number: str, ready: asyncio.Event) -> None:
+        async with connect(f"{ws_url}?token={token}", ping_interval=None, max_queue=256) as ws:
+            first = json.loads(await ws.recv())
+            if first.get("type") != "connected":
+                raise RuntimeError(f"expected `connected`, got {first}")
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "hello",
+                        "device": {"model": "bench", "os": "bench", "app_version": "0"},
+                        "sims": [{"slot": 0, "number": number, "carrier": "bench"}],
+                    }
+                )
+            )
+            ready.set()
+            async for raw in ws:
+                frame = json.loads(raw)
+                kind = frame.get("type")
+                if kind == "send_sms":
+                    counts["send_sms"] += 1
+                    await ws.send(json.dumps({"type": "accepted", "id": frame["id"]}))
+                    await ws.send(
+                        json.dumps({"type": "send_result", "id": frame["id"], "success": True})
+                    )
+                elif kind == "ping":
+                    await ws.send(
+                        json.dumps({"type": "heartbeat", "battery": 80, "charging": True})
+                    )
+                elif kind == "error":
+                    counts["errors"] += 1
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        readies = []
+        tasks = []
+        for i, (ws_url, token) in enumerate(config["phones"]):
+            ready = asyncio.Event()
+            readies.append(ready)
+            tasks.append(asyncio.create_task(phone(ws_url, token, f"+1415557{i:04d}", ready)))
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 120)
+        print("ready", flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)  # until the benchmark closes stdin
+        for task in tasks:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        print(json.dumps(counts), flush=True)
 
-    return stop
+    asyncio.run(main())
 
 
-async def sent_in_window(database_url: str, start: datetime, end: datetime) -> dict[str, int]:
+@contextlib.asynccontextmanager
+async def phone_process(phones: list[tuple[str, str]]) -> Any:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--run-phones",
+        cwd=REPO_ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(json.dumps({"phones": phones}).encode() + b"\n")
+    await process.stdin.drain()
+    line = await asyncio.wait_for(process.stdout.readline(), 180)
+    if line.strip() != b"ready":
+        raise RuntimeError(f"the phones did not connect: {line!r}")
+    summary: dict[str, Any] = {"pid": process.pid}
+    try:
+        yield summary
+    finally:
+        process.stdin.close()
+        with contextlib.suppress(Exception):
+            out = await asyncio.wait_for(process.stdout.read(), 20)
+            summary.update(json.loads(out.decode().strip().splitlines()[-1]))
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+async def wait_for_live_sims(url: str, key: str, count: int) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url) as http:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            sims = (await http.get("/v1/sims", headers=headers)).json()
+            if len(sims["live_sims"]) >= count:
+                return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"fewer than {count} SIMs live after 60 s")
+
+
+# Counting what was sent ------------------------------------------------------------------
+
+
+async def message_counts(
+    database_url: str, start: datetime, end: datetime, drain_s: float
+) -> dict[str, Any]:
+    """Outbound messages by status once none is unfinished (or `drain_s` passed), and how many
+    reached `sent` between `start` and `end`."""
     db = Database(database_url)
     try:
-        async with db.sessions() as session:
-            rows = (
-                await session.execute(
-                    select(Message.status, Message.sent_at).where(Message.direction == "out")
+        deadline = time.monotonic() + drain_s
+        while True:
+            async with db.sessions() as session:
+                by_status = dict(
+                    (
+                        await session.execute(
+                            select(Message.status, func.count())
+                            .where(Message.direction == "out")
+                            .group_by(Message.status)
+                        )
+                    ).all()
                 )
-            ).all()
+            if not any(by_status.get(s) for s in UNFINISHED) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        drained_in = round(drain_s - max(0.0, deadline - time.monotonic()), 1)
+        async with db.sessions() as session:
+            in_window = (
+                await session.execute(
+                    select(func.count()).where(
+                        Message.direction == "out", Message.sent_at >= start, Message.sent_at <= end
+                    )
+                )
+            ).scalar_one()
     finally:
         await db.dispose()
-    counts: dict[str, int] = {"total": len(rows), "sent_in_window": 0}
-    for status, sent_at in rows:
-        counts[status] = counts.get(status, 0) + 1
-        if sent_at is not None:
-            moment = sent_at if sent_at.tzinfo else sent_at.replace(tzinfo=UTC)
-            if start <= moment <= end:
-                counts["sent_in_window"] += 1
-    return counts
+    total = sum(by_status.values())
+    return {
+        "by_status": by_status,
+        "total": total,
+        "sent_in_window": int(in_window),
+        "drained_in_s": drained_in,
+    }
 
 
-async def engine_run(args: argparse.Namespace, database: BenchDatabase) -> dict[str, Any]:
+# One engine run --------------------------------------------------------------------------
+
+
+async def prepare_project(database_url: str, phones: int) -> tuple[str, list[str]]:
+    db = Database(database_url)
+    try:
+        created = await create_project(db, "bench-send")
+        project_id = created.project.id
+        await credits.grant(db, project_id, 10**15, note="benchmark")
+        tokens = [
+            (await devices.pair_device(db, project_id, f"bench-{i}")).token for i in range(phones)
+        ]
+    finally:
+        await db.dispose()
+    return created.first_key.raw, tokens
+
+
+@contextlib.asynccontextmanager
+async def servers(database: BenchDatabase, workdir: Path, count: int) -> Any:
+    env = {"SIMWIRE_SIM_PARTS_PER_MINUTE": str(SIM_PARTS_PER_MINUTE)}
+    async with contextlib.AsyncExitStack() as stack:
+        started: list[ServerProcess] = []
+        for n in range(count):
+            instance_env = {**env, "SIMWIRE_INSTANCE_ID": f"bench-{n}"} if count > 1 else env
+            started.append(
+                await stack.enter_async_context(server_process(database.url, workdir, instance_env))
+            )
+        yield started
+
+
+async def engine_run(
+    args: argparse.Namespace, database: BenchDatabase, label: str, instances: int = 1
+) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="simwire-bench-send-"))
     try:
-        db = Database(database.url)
-        try:
-            created = await create_project(db, "bench-send")
-            project_id = created.project.id
-            await credits.grant(db, project_id, 10**15, note="benchmark")
-            tokens = [
-                (await devices.pair_device(db, project_id, f"bench-{i}")).token
-                for i in range(args.phones)
-            ]
-        finally:
-            await db.dispose()
-        headers = {"Authorization": f"Bearer {created.first_key.raw}"}
-        env = {"SIMWIRE_SIM_PARTS_PER_MINUTE": str(SIM_PARTS_PER_MINUTE)}
-        async with server_process(database.url, workdir, env) as server:
-            stop_phones = None
-            fleet = PhoneFleet(heartbeat_s=30)
-            stop = asyncio.Event()
-            if args.reference_phones:
-                stop_phones = await start_reference_phones(server.url, tokens, workdir)
-            else:
-                gate = asyncio.Semaphore(50)
-                phone_tasks = [
-                    asyncio.create_task(
-                        fleet.run_phone(server.ws_url, token, f"+1415556{i:04d}", gate, stop)
-                    )
-                    for i, token in enumerate(tokens)
-                ]
-                while fleet.ready < args.phones:
-                    await asyncio.sleep(0.05)
-            async with httpx.AsyncClient(base_url=server.url) as http:
-                for _ in range(200):
-                    sims = (await http.get("/v1/sims", headers=headers)).json()
-                    if len(sims["live_sims"]) >= args.phones:
-                        break
-                    await asyncio.sleep(0.1)
-
-            async def send_one(http: httpx.AsyncClient, n: int) -> httpx.Response:
-                return await http.post(
-                    "/v1/messages",
-                    json={"to": f"+1415555{n % 10_000:04d}", "message": f"Order {n} shipped"},
-                    headers=headers,
+        key, tokens = await prepare_project(database.url, args.phones)
+        async with servers(database, workdir, instances) as procs:
+            placement = [(procs[i % instances].ws_url, t) for i, t in enumerate(tokens)]
+            async with phone_process(placement) as phones:
+                await wait_for_live_sims(procs[0].url, key, args.phones)
+                pids = [p.pid for p in procs] + [phones["pid"]]
+                window_start = datetime.now(UTC)
+                per_instance = max(1, args.connections // instances)
+                (sends, cpu) = await with_cpu(
+                    pids,
+                    asyncio.gather(
+                        *(run_wrk(args, p.url, "send", key, per_instance) for p in procs)
+                    ),
                 )
-
-            window_start = datetime.now(UTC)
-            cpu0 = cpu_seconds(server.pid)
-            load = await drive(server.url, args.concurrency, args.duration_s, send_one, 202)
-            window_end = datetime.now(UTC)
-            load["server_cpu_percent_of_one_core"] = round(
-                (cpu_seconds(server.pid) - cpu0) / load["seconds"] * 100, 1
-            )
-            await asyncio.sleep(args.drain_s)
-            counts = await sent_in_window(database.url, window_start, window_end)
-            if stop_phones is not None:
-                await stop_phones()
-            else:
-                stop.set()
-                await asyncio.gather(*phone_tasks, return_exceptions=True)
-            log_tail = server.log_path.read_text(errors="replace").splitlines()[-20:]
-        window_s = (window_end - window_start).total_seconds()
-        return {
-            "engine": database.engine,
-            "accepted_per_s": load["per_s"],
-            "sent_per_s": round(counts["sent_in_window"] / window_s, 1),
-            "accept_latency": load["latency"],
-            "phone_accepted_to_accept_ack": percentiles(fleet.accept_ack_s),
-            "load": load,
-            "messages_by_status_after_drain": counts,
-            "drain_s": args.drain_s,
-            "phone_error_frames": fleet.errors[:10],
-            "server_log_tail": log_tail,
-        }
+                window_end = datetime.now(UTC)
+                counts = await message_counts(database.url, window_start, window_end, args.drain_s)
+                outcome: dict[str, Any] = {
+                    "run": label,
+                    "engine": database.engine,
+                    "instances": instances,
+                    "send": sends,
+                    "accepted_per_s": round(sum(s["per_s"] for s in sends), 1),
+                    "accepted": sum(s["ok"] for s in sends),
+                    "accept_latency_p50_ms": max(s["latency"]["p50_ms"] for s in sends),
+                    "accept_latency_p99_ms": max(s["latency"]["p99_ms"] for s in sends),
+                    "server_cpu_percent": cpu[:-1],
+                    "phones_cpu_percent": cpu[-1],
+                    "messages": counts,
+                }
+                window_s = (window_end - window_start).total_seconds()
+                outcome["sent_per_s"] = round(counts["sent_in_window"] / window_s, 1)
+                # Every stored message was accepted (wrk does not count the answers still in
+                # flight when it stops, so its 202 count is a little lower).
+                stored = counts["total"]
+                sent_total = counts["by_status"].get("sent", 0)
+                outcome["sent_share_of_accepted"] = round(sent_total / stored, 3) if stored else None
+                outcome["sent_in_window_share_of_accepted"] = (
+                    round(counts["sent_in_window"] / stored, 3) if stored else None
+                )
+                if instances == 1:
+                    (quotes, qcpu) = await with_cpu(
+                        pids[:1], run_wrk(args, procs[0].url, "quote", key)
+                    )
+                    quotes["server_cpu_percent"] = qcpu[0]
+                    outcome["quotes"] = quotes
+                    outcome["paced"] = await paced_sends(
+                        procs[0].port, key, args.rate, args.duration_s
+                    )
+                    outcome["bulk_1000"] = await bulk_sends(procs[0].url, key, args.bulk_n)
+            outcome["phones"] = {k: v for k, v in phones.items() if k != "pid"}
+            outcome["server_log_tail"] = [
+                line
+                for p in procs
+                for line in p.log_path.read_text(errors="replace").splitlines()[-10:]
+            ]
+        return outcome
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    args.wrk = ensure_wrk()
     result: dict[str, Any] = {
+        "load_generator": f"wrk -t{args.threads} -c{args.connections} -d{args.duration_s}s",
         "duration_s": args.duration_s,
-        "concurrency": args.concurrency,
+        "connections": args.connections,
         "phones": args.phones,
-        "phone_kind": "reference PhoneClient + FakeRadio" if args.reference_phones else "raw",
         "settings": {
             "SIMWIRE_SIM_PARTS_PER_MINUTE": SIM_PARTS_PER_MINUTE,
-            "note": "raised so the per-SIM rate limit (default 20 parts/min) does not cap `sent`",
+            "SIMWIRE_RATE_LIMITS": "false",
         },
     }
-    result["bare_litestar"] = await bare_ceiling(args.concurrency, args.duration_s)
-    bare = result["bare_litestar"]["per_s"]
-    runs = []
-    engines: list[tuple[str, str | None]] = [("sqlite", None)]
+    async with bare_server() as (url, pid):
+        bare, cpu = await with_cpu([pid], run_wrk(args, url, "ping"))
+        bare["server_cpu_percent"] = cpu[0]
+    result["bare_litestar"] = bare
+    runs: list[dict[str, Any]] = []
+    plans: list[tuple[str, str | None, int]] = [("sqlite", None, 1)]
     started_pg = None
-    if args.postgres_url:
-        engines.append(("postgresql", args.postgres_url))
-    elif not args.no_postgres:
+    pg_url = args.postgres_url
+    if pg_url is None and not args.no_postgres:
         try:
             from tests.support.postgres import start_postgres
 
             started_pg = start_postgres()
-            engines.append(("postgresql", started_pg.url))
+            pg_url = started_pg.url
         except Exception as exc:
             result["postgresql_skipped"] = f"could not start PostgreSQL: {exc}"
+    if pg_url:
+        plans.append(("postgresql", pg_url, 1))
+        if not args.no_two_instances:
+            plans.append(("postgresql ×2", pg_url, 2))
     try:
-        for _, url in engines:
+        for label, url, instances in plans:
             workdir = Path(tempfile.mkdtemp(prefix="simwire-bench-db-"))
             database = await fresh_database(workdir, url)
             try:
-                outcome = await engine_run(args, database)
+                outcome = await engine_run(args, database, label, instances)
             finally:
                 await database.cleanup()
                 shutil.rmtree(workdir, ignore_errors=True)
-            outcome["ratio_to_bare"] = round(outcome["accepted_per_s"] / bare, 3) if bare else None
+            outcome["ratio_to_bare"] = round(outcome["accepted_per_s"] / bare["per_s"], 3)
+            if "quotes" in outcome:
+                outcome["quotes"]["ratio_to_bare"] = round(
+                    outcome["quotes"]["per_s"] / bare["per_s"], 3
+                )
             runs.append(outcome)
     finally:
         if started_pg is not None:
@@ -342,37 +586,52 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def print_table(result: dict[str, Any]) -> None:
     bare = result["bare_litestar"]
     print(
-        f"{result['concurrency']} clients × {result['duration_s']} s, {result['phones']} "
-        f"{result['phone_kind']} phones; SIMWIRE_SIM_PARTS_PER_MINUTE="
-        f"{result['settings']['SIMWIRE_SIM_PARTS_PER_MINUTE']} (rate limit out of the way)"
+        f"{result['load_generator']}, {result['phones']} raw phones in their own process; "
+        f"SIMWIRE_SIM_PARTS_PER_MINUTE={SIM_PARTS_PER_MINUTE}, SIMWIRE_RATE_LIMITS=false"
     )
     header = (
-        f"{'run':<22}{'req/s':>10}{'sent/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'× bare':>9}"
-        f"{'srv CPU%':>10}"
+        f"{'run':<30}{'req/s':>9}{'× bare':>8}{'p50 ms':>9}{'p99 ms':>9}{'sent/s':>9}"
+        f"{'sent %':>8}{'srv CPU%':>12}"
     )
     print(header)
     print("-" * len(header))
     print(
-        f"{'bare Litestar GET':<22}{bare['per_s']:>10}{'':>10}{bare['latency']['p50_ms']:>10}"
-        f"{bare['latency']['p99_ms']:>10}{1:>9}{bare['server_cpu_percent_of_one_core']:>10}"
+        f"{'bare Litestar GET /ping':<30}{bare['per_s']:>9}{1:>8}{bare['latency']['p50_ms']:>9}"
+        f"{bare['latency']['p99_ms']:>9}{'':>9}{'':>8}{bare['server_cpu_percent']:>12}"
     )
     for run in result["runs"]:
-        latency = run["accept_latency"]
+        share = run["sent_share_of_accepted"]
         print(
-            f"{'POST /v1/messages ' + run['engine'][:6]:<22}{run['accepted_per_s']:>10}"
-            f"{run['sent_per_s']:>10}{latency.get('p50_ms', '-'):>10}"
-            f"{latency.get('p99_ms', '-'):>10}{run['ratio_to_bare']:>9}"
-            f"{run['load']['server_cpu_percent_of_one_core']:>10}"
+            f"{'POST /v1/messages ' + run['run']:<30}{run['accepted_per_s']:>9}"
+            f"{run['ratio_to_bare']:>8}{run['accept_latency_p50_ms']:>9}"
+            f"{run['accept_latency_p99_ms']:>9}{run['sent_per_s']:>9}"
+            f"{round(share * 100, 1) if share is not None else '-':>8}"
+            f"{'+'.join(str(c) for c in run['server_cpu_percent']):>12}"
         )
-        frames = run["phone_accepted_to_accept_ack"]
-        if frames.get("n"):
+        if "quotes" in run:
+            q = run["quotes"]
             print(
-                f"  {run['engine']}: phone accepted → accept_ack p50 {frames['p50_ms']} ms, "
-                f"p99 {frames['p99_ms']} ms, max {frames['max_ms']} ms (ack timeout 10 s)"
+                f"{'POST /v1/quotes ' + run['run']:<30}{q['per_s']:>9}{q['ratio_to_bare']:>8}"
+                f"{q['latency']['p50_ms']:>9}{q['latency']['p99_ms']:>9}{'':>9}{'':>8}"
+                f"{q['server_cpu_percent']:>12}"
             )
-        non_202 = {k: v for k, v in run["load"]["statuses"].items() if k != "202"}
-        if non_202 or run["load"]["failures"]:
-            print(f"  {run['engine']}: other answers {non_202}, e.g. {run['load']['failures'][:2]}")
+    for run in result["runs"]:
+        notes = [f"phones process CPU {run['phones_cpu_percent']} %"]
+        if "paced" in run:
+            p = run["paced"]
+            notes.append(
+                f"at {p['offered_per_s']} req/s offered: p50 {p['latency'].get('p50_ms')} ms, "
+                f"p99 {p['latency'].get('p99_ms')} ms ({p['statuses']})"
+            )
+            b = run["bulk_1000"]
+            notes.append(
+                f"bulk 1,000 recipients: p50 {b['latency'].get('p50_ms')} ms, max "
+                f"{b['latency'].get('max_ms')} ms ({b['statuses']})"
+            )
+        others = {k: v for s in run["send"] for k, v in s["statuses"].items() if k != "202"}
+        if others:
+            notes.append(f"other answers {others}")
+        print(f"  {run['run']}: " + "; ".join(notes))
     if "postgresql_skipped" in result:
         print(result["postgresql_skipped"])
 
@@ -381,14 +640,20 @@ def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--serve-bare":
         serve_bare(int(sys.argv[2]))
         return
+    if len(sys.argv) == 2 and sys.argv[1] == "--run-phones":
+        run_phones()
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration-s", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--duration-s", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--phones", type=int, default=10)
-    parser.add_argument("--drain-s", type=float, default=3.0, help="wait before counting `sent`")
+    parser.add_argument("--rate", type=float, default=100.0, help="fixed rate for latency")
+    parser.add_argument("--bulk-n", type=int, default=10)
+    parser.add_argument("--drain-s", type=float, default=15.0, help="longest wait for the queue")
     parser.add_argument("--postgres-url", help="postgresql+asyncpg://… of a server to use")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite run only")
-    parser.add_argument("--reference-phones", action="store_true")
+    parser.add_argument("--no-two-instances", action="store_true")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = parser.parse_args()
     report(asyncio.run(run(args)), args.json, print_table)

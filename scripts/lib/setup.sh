@@ -116,3 +116,10 @@ ensure_node_tools() {  # the local chain (anvil) and the contract compiler, from
         (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
     fi
 }
+
+ensure_wrk() {  # the HTTP load generator the send benchmark drives the server with
+    if ! command -v wrk >/dev/null; then
+        echo "Installing wrk…" >&2
+        _apt_install wrk
+    fi
+}
