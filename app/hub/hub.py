@@ -1,6 +1,7 @@
 """The hub of one server process: the phones connected here, the protocol loop of each socket,
-the dispatcher that hands queued messages to them, and the clock that sweeps stale states.
-Instances sharing PostgreSQL wake each other through the channels backend (LISTEN/NOTIFY)."""
+the writer that stores their reports in group commits, the dispatcher that hands queued
+messages to them, and the clocks (pings, idle sockets, last-seen, stale states). Instances
+sharing PostgreSQL wake each other through the channels backend (LISTEN/NOTIFY)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import contextlib
 import json
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import WebSocket
@@ -19,13 +21,15 @@ from litestar.types import ReceiveMessage
 from uvicorn.protocols.utils import ClientDisconnected
 
 from app.db.engine import Database
-from app.db.models import Device, Sim
+from app.domain import statuses
 from app.domain.errors import Unauthorized
+from app.faults import crash_point
 from app.hub import protocol
 from app.hub.limits import PhoneLimits
+from app.hub.live import ClaimPlan, DeviceRef, LiveSim, PhoneState, longest_span_s
 from app.logs import get_logger
 from app.services import devices, outbound
-from app.services.inbound import ReceivedSms, store_inbound
+from app.services.inbound import DeviceSms, ReceivedSms, store_inbound_many
 from app.settings import Settings
 
 log = get_logger("simwire.hub")
@@ -35,10 +39,24 @@ _GONE = (WebSocketDisconnect, ClientDisconnected)
 
 DISPATCH_CHANNEL = "simwire_dispatch"
 DEVICE_CHANNEL = "simwire_devices"
-CLAIM_BATCH = 5
-LAST_SEEN_WRITE_INTERVAL_S = 5.0
-# Frames a socket's reader may take off the socket ahead of their handling.
+# Frames of one socket taken off it ahead of their commit; past this the socket is read no
+# further until the writer catches up (the phone's frames wait in its own socket).
 READ_AHEAD_FRAMES = 256
+# At most this many frames in one group commit.
+MAX_BATCH_FRAMES = 1_000
+# `last_seen_at`, battery and signal are written at most this often (and on disconnect).
+SEEN_FLUSH_INTERVAL_S = 30.0
+# Crash point (app/faults.py): a batch of phone frames is written, not yet committed.
+CRASH_BEFORE_BATCH_COMMIT = "hub_batch_before_commit"
+
+_Frame = (
+    protocol.Hello
+    | protocol.Sims
+    | protocol.Inbound
+    | protocol.Accepted
+    | protocol.SendResult
+    | protocol.DeliveryReport
+)
 
 
 def _frame_data(event: ReceiveMessage) -> str | bytes:
@@ -48,33 +66,41 @@ def _frame_data(event: ReceiveMessage) -> str | bytes:
     return b""
 
 
-@dataclass(frozen=True)
-class _SocketEnded:
-    """The last item of a socket's inbox: the phone is gone (`error`: why, if it failed)."""
+@dataclass(slots=True, eq=False)
+class PhoneConnection(PhoneState):
+    """One phone socket and its live state (see app/hub/live.py). Plain values only: no
+    database object is held for the life of a connection."""
 
-    error: Exception | None = None
-
-
-_Inboxed = protocol.PhoneFrame | protocol.FrameError | _SocketEnded
-
-
-@dataclass(eq=False)
-class PhoneConnection:
-    device: Device
-    socket: WebSocket[Any, Any, Any]
-    sims: list[Sim] = field(default_factory=list)
-    ready: bool = False
-    rotation: int = 0
-    last_seen_written: float = 0.0
-    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    socket: Any = None
+    heard_at: float = 0.0  # loop time of the last frame
+    pinged_at: float = 0.0
+    # What to write down at the next last-seen flush (wall clock), and the phone's last state.
+    seen_at: float | None = None
+    battery: int | None = None
+    charging: bool | None = None
+    signal: int | None = None
+    # Frames handed to the writer and not yet answered; the reader waits on `resume` when full.
+    pending: int = 0
+    resume: asyncio.Future[None] | None = None
 
     async def send(self, text: str) -> None:
-        async with self.send_lock:
-            await self.socket.send_text(text)
+        # Each frame is written whole by the server's protocol, so sends need no lock.
+        await self.socket.send_text(text)
 
     async def close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             await self.socket.close(code=code, reason=reason)
+
+    def seen_state(self) -> devices.SeenState | None:
+        if self.seen_at is None:
+            return None
+        return devices.SeenState(
+            self.device.id,
+            datetime.fromtimestamp(self.seen_at, UTC),
+            self.battery,
+            self.charging,
+            self.signal,
+        )
 
 
 class Hub:
@@ -84,6 +110,8 @@ class Hub:
         self.channels = channels
         self.instance_id = settings.instance_id or f"inst_{secrets.token_hex(6)}"
         self.connections: dict[str, PhoneConnection] = {}
+        # Project id → its phones connected here (device id → connection).
+        self._projects: dict[str, dict[str, PhoneConnection]] = {}
         self.limits = outbound.RateLimits(
             parts_per_minute=settings.sim_parts_per_minute,
             parts_per_hour=settings.sim_parts_per_hour,
@@ -92,11 +120,13 @@ class Hub:
         )
         self.phone_limits = PhoneLimits(settings)
         self._dirty: set[str] = set()
-        # Commands whose `accepted` has arrived on a socket here but is not handled yet: the
+        # Commands whose `accepted` has arrived on a socket here but is not committed yet: the
         # ack-timeout sweep must not take them back.
         self.accepts_in_hand: set[str] = set()
         self._wake = asyncio.Event()
         self._rotation: dict[str, int] = {}
+        self._inbox: list[tuple[PhoneConnection, _Frame]] = []
+        self._inbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     # Lifecycle ---------------------------------------------------------------------------
@@ -104,7 +134,9 @@ class Hub:
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="hub-dispatch"),
+            asyncio.create_task(self._write_loop(), name="hub-writer"),
             asyncio.create_task(self._sweep_loop(), name="hub-sweep"),
+            asyncio.create_task(self._socket_clock(), name="hub-socket-clock"),
             asyncio.create_task(self._listen_loop(), name="hub-listen"),
         ]
 
@@ -114,6 +146,13 @@ class Hub:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # Frames that arrived are still stored (and answered) before the sockets close.
+        with contextlib.suppress(Exception):
+            while self._inbox:
+                batch, self._inbox = self._inbox[:MAX_BATCH_FRAMES], self._inbox[MAX_BATCH_FRAMES:]
+                await self._write(batch)
+        with contextlib.suppress(Exception):
+            await self._flush_seen()
         for connection in list(self.connections.values()):
             await connection.close(1012, "server restarting")
 
@@ -184,54 +223,48 @@ class Hub:
                     log.error("dispatch_failed", project_id=project_id, error=repr(exc))
 
     async def _dispatch_project(self, project_id: str) -> None:
-        if not any(c.device.project_id == project_id for c in self.connections.values()):
+        """Claim passes for the project's phones connected here, one transaction each for all
+        of them, until the queue or their room runs out."""
+        if not self._projects.get(project_id):
             return
         if not await outbound.has_queued(self.db, project_id):
             return
         while True:
-            connections = [
-                c
-                for c in self.connections.values()
-                if c.ready and c.device.project_id == project_id and c.sims
-            ]
-            if not connections:
+            phones = [c for c in self._projects.get(project_id, {}).values() if c.ready and c.sims]
+            if not phones:
                 return
-            # Each round starts one phone further on, so phones take turns being first.
-            start = self._rotation.get(project_id, 0)
-            ordered = (
-                connections[start % len(connections) :] + connections[: start % len(connections)]
-            )
-            progressed = False
-            for connection in ordered:
-                claimed = await outbound.claim_for_device(
-                    self.db,
-                    project_id,
-                    connection.device.id,
-                    connection.sims,
-                    self.limits,
-                    CLAIM_BATCH,
-                    rotation=connection.rotation,
-                )
-                connection.rotation += len(claimed)
-                for message, sim in claimed:
-                    progressed = True
-                    try:
-                        await connection.send(
-                            protocol.send_sms_frame(
-                                message.id,
-                                message.to_number,
-                                message.body,
-                                sim.number,
-                                sim.slot,
-                                message.expires_at,
-                            )
-                        )
-                    except Exception:
-                        # The socket is gone; its disconnect returns unaccepted messages.
-                        break
-            if not progressed:
-                return
+            # Each pass starts one phone further on, so phones take turns being first.
+            start = self._rotation.get(project_id, 0) % len(phones)
             self._rotation[project_id] = start + 1
+            now = time.time()
+            plan = ClaimPlan(phones[start:] + phones[:start], self.limits, now)
+            claims = await outbound.claim_queued(
+                self.db, project_id, plan.max_candidates, plan.plan
+            )
+            if not claims:
+                return
+            for claim in claims:
+                connection = self.connections.get(claim.device_id)
+                if connection is None:  # gone meanwhile: the ack timeout takes it back
+                    continue
+                message = claim.message
+                connection.dispatched(
+                    message.id, claim.sim_id, message.segment_count, now, self.limits
+                )
+                connection.rotation += 1
+                sim = next(s for s in connection.sims if s.id == claim.sim_id)
+                # If the socket is gone, its disconnect returns the unaccepted messages.
+                with contextlib.suppress(Exception):
+                    await connection.send(
+                        protocol.send_sms_frame(
+                            message.id,
+                            message.to_number,
+                            message.body,
+                            sim.number,
+                            sim.slot,
+                            message.expires_at,
+                        )
+                    )
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -247,10 +280,56 @@ class Hub:
             except Exception as exc:
                 log.error("sweep_failed", error=repr(exc))
                 continue
-            for project_id in result.requeued_projects | {
-                c.device.project_id for c in self.connections.values()
-            }:
+            if result.requeued_ids or result.no_result_ids:
+                for connection in self.connections.values():
+                    if connection.in_flight:
+                        for message_id in result.requeued_ids & connection.in_flight.keys():
+                            connection.requeued(message_id)
+                        for message_id in result.no_result_ids & connection.in_flight.keys():
+                            connection.in_flight.pop(message_id, None)
+            for project_id in result.requeued_projects | self._projects.keys():
                 self.wake_local(project_id)
+
+    # Clocks of the sockets ---------------------------------------------------------------
+
+    async def _socket_clock(self) -> None:
+        """One timer for every socket here: a `ping` to each phone silent for the ping
+        interval, a close (4000) for each silent for the idle timeout, and every
+        `SEEN_FLUSH_INTERVAL_S` (at most half the idle timeout) one write of what was last heard
+        from each phone."""
+        ping_s = self.settings.phone_ping_interval_s
+        idle_s = self.settings.phone_idle_timeout_s
+        tick_s = max(0.05, min(1.0, ping_s / 4, idle_s / 4))
+        flush_s = min(SEEN_FLUSH_INTERVAL_S, idle_s / 2)
+        loop = asyncio.get_running_loop()
+        flushed = loop.time()
+        ping = protocol.frame("ping")
+        while True:
+            await asyncio.sleep(tick_s)
+            now = loop.time()
+            for connection in list(self.connections.values()):
+                if now - connection.heard_at >= idle_s:
+                    connection.heard_at = now  # one close is enough
+                    await connection.close(protocol.CLOSE_IDLE, "no frames within the idle timeout")
+                elif now - max(connection.heard_at, connection.pinged_at) >= ping_s:
+                    connection.pinged_at = now
+                    with contextlib.suppress(Exception):
+                        await connection.send(ping)
+            if now - flushed >= flush_s:
+                flushed = now
+                try:
+                    await self._flush_seen()
+                except Exception as exc:
+                    log.error("seen_flush_failed", error=repr(exc))
+
+    async def _flush_seen(self) -> None:
+        states = []
+        for connection in self.connections.values():
+            state = connection.seen_state()
+            if state is not None:
+                states.append(state)
+                connection.seen_at = None
+        await devices.flush_seen(self.db, states)
 
     # One phone socket --------------------------------------------------------------------
 
@@ -260,8 +339,9 @@ class Hub:
         if device is None:
             return
         connection = PhoneConnection(device=device, socket=socket)
+        connection.heard_at = connection.pinged_at = asyncio.get_running_loop().time()
         previous = self.connections.get(device.id)
-        self.connections[device.id] = connection
+        self._register(connection)
         if previous is not None:
             await previous.close(protocol.CLOSE_REPLACED, "replaced by a newer connection")
         await devices.device_connected(self.db, device.id, self.instance_id)
@@ -281,7 +361,6 @@ class Hub:
             )
         )
         log.info("phone_connected", device_id=device.id, project_id=device.project_id)
-        pinger = asyncio.create_task(self._ping(connection))
         try:
             await self._receive_loop(connection)
         except _GONE:
@@ -290,15 +369,30 @@ class Hub:
             log.error("phone_socket_failed", device_id=device.id, error=repr(exc), exc_info=exc)
             await connection.close(1011, "server error")
         finally:
-            pinger.cancel()
             if self.connections.get(device.id) is connection:
-                del self.connections[device.id]
-                requeued = await devices.device_disconnected(self.db, device.id, self.instance_id)
+                self._unregister(connection)
+                requeued = await devices.device_disconnected(
+                    self.db, device.id, self.instance_id, connection.seen_state()
+                )
                 if requeued:
                     await self.notify_queued(device.project_id)
             log.info("phone_disconnected", device_id=device.id)
 
-    async def _authenticate(self, socket: WebSocket[Any, Any, Any]) -> Device | None:
+    def _register(self, connection: PhoneConnection) -> None:
+        device = connection.device
+        self.connections[device.id] = connection
+        self._projects.setdefault(device.project_id, {})[device.id] = connection
+
+    def _unregister(self, connection: PhoneConnection) -> None:
+        device = connection.device
+        del self.connections[device.id]
+        phones = self._projects.get(device.project_id)
+        if phones is not None:
+            phones.pop(device.id, None)
+            if not phones:
+                del self._projects[device.project_id]
+
+    async def _authenticate(self, socket: WebSocket[Any, Any, Any]) -> DeviceRef | None:
         token = socket.query_params.get("token")
         if not token:
             try:
@@ -311,155 +405,209 @@ class Hub:
                 await socket.close(protocol.CLOSE_AUTH_TIMEOUT, "send ?token= or an auth frame")
                 return None
         try:
-            return await devices.authenticate_device(self.db, token)
+            device = await devices.authenticate_device(self.db, token)
         except devices.DeviceRevoked:
             await socket.close(protocol.CLOSE_REVOKED, "device revoked")
         except Unauthorized:
             await socket.close(protocol.CLOSE_INVALID_TOKEN, "invalid device token")
+        else:
+            return DeviceRef(device.id, device.project_id)
         return None
 
-    async def _ping(self, connection: PhoneConnection) -> None:
-        while True:
-            await asyncio.sleep(self.settings.phone_ping_interval_s)
-            try:
-                await connection.send(protocol.frame("ping"))
-            except Exception:
-                return
-
     async def _receive_loop(self, connection: PhoneConnection) -> None:
-        """Handles the socket's frames in order while a reader takes them off the socket as
-        they arrive, so an `accepted` counts from its arrival: a command whose acceptance has
-        arrived is never sent back to the queue as unaccepted, however long the frames before
-        it take to store."""
-        inbox: asyncio.Queue[_Inboxed] = asyncio.Queue(READ_AHEAD_FRAMES)
-        reader = asyncio.create_task(self._read_frames(connection, inbox))
-        try:
-            while not isinstance(item := await inbox.get(), _SocketEnded):
-                try:
-                    if isinstance(item, protocol.FrameError):
-                        raise item
-                    await self._handle(connection, item)
-                except protocol.FrameError as exc:
-                    await connection.send(exc.as_frame())
-                finally:
-                    if isinstance(item, protocol.Accepted):
-                        self.accepts_in_hand.discard(item.id)
-                await self._note_seen(connection, None)
-            if item.error is not None:
-                raise item.error
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-
-    async def _read_frames(
-        self, connection: PhoneConnection, inbox: asyncio.Queue[_Inboxed]
-    ) -> None:
-        """The socket's reader: decodes each frame as it arrives and notes acceptances in hand;
-        ends the inbox with `_SocketEnded` (closed, idle, or the error that ended it)."""
-        ended = _SocketEnded()
-        try:
-            while True:
-                try:
-                    message = await asyncio.wait_for(
-                        connection.socket.receive(), timeout=self.settings.phone_idle_timeout_s
-                    )
-                except TimeoutError:
-                    await connection.close(protocol.CLOSE_IDLE, "no frames within the idle timeout")
-                    break
-                if message["type"] == "websocket.disconnect":
-                    break
-                await self.phone_limits.frame(connection.device.id)
-                try:
-                    parsed = protocol.decode_frame(_frame_data(message))
-                except protocol.FrameError as exc:
-                    await inbox.put(exc)
-                    continue
-                if isinstance(parsed, protocol.Accepted):
-                    self.accepts_in_hand.add(parsed.id)
-                await inbox.put(parsed)
-        except Exception as exc:
-            ended = _SocketEnded(exc)
-        await inbox.put(ended)
-
-    async def _note_seen(
-        self, connection: PhoneConnection, heartbeat: dict[str, Any] | None
-    ) -> None:
-        now = time.monotonic()
-        if heartbeat is None and now - connection.last_seen_written < LAST_SEEN_WRITE_INTERVAL_S:
-            return
-        connection.last_seen_written = now
-        await devices.device_seen(self.db, connection.device.id, heartbeat)
-
-    async def _handle(self, connection: PhoneConnection, parsed: protocol.PhoneFrame) -> None:
-        device = connection.device
-        if isinstance(parsed, protocol.Hello):
-            info = {
-                "model": parsed.device.model if parsed.device else None,
-                "os": parsed.device.os if parsed.device else None,
-                "app_version": parsed.device.app_version if parsed.device else None,
-            }
-            await devices.device_connected(self.db, device.id, self.instance_id, info)
-            await self._set_sims(connection, parsed.sims)
-        elif isinstance(parsed, protocol.Sims):
-            await self._set_sims(connection, parsed.sims)
-        elif isinstance(parsed, protocol.Inbound):
-            sms = parsed.message
-            await self.phone_limits.inbound_sms(device.id)
-            await store_inbound(
-                self.db,
-                device,
-                ReceivedSms(
-                    phone_message_id=sms.id,
-                    sender=sms.address,
-                    body=sms.body,
-                    device_time=protocol.ms_to_datetime(sms.date),
-                    sim_slot=sms.sim_slot,
-                ),
-            )
-            await connection.send(protocol.frame("inbound_ack", id=sms.id))
-        elif isinstance(parsed, protocol.Accepted):
-            outcome = await outbound.mark_accepted(self.db, device.project_id, device.id, parsed.id)
-            if outcome.stored:
-                await connection.send(protocol.frame("accept_ack", id=parsed.id))
-            else:
+        """Reads the socket's frames as they arrive and hands each to the writer, which stores
+        and answers them in order. An `accepted` counts from its arrival: a command whose
+        acceptance has arrived is never sent back to the queue as unaccepted, however long its
+        commit takes. Heartbeats are noted in memory."""
+        receive = connection.socket.receive
+        loop = asyncio.get_running_loop()
+        device_id = connection.device.id
+        while True:
+            message = await receive()
+            if message["type"] != "websocket.receive":
+                return
+            connection.heard_at = loop.time()
+            connection.seen_at = time.time()
+            await self.phone_limits.frame(device_id)
+            try:
+                parsed = protocol.decode_frame(_frame_data(message))
+            except protocol.FrameError as exc:
+                await connection.send(exc.as_frame())
+                continue
+            if isinstance(parsed, protocol.Heartbeat):
+                if parsed.battery is not None:
+                    connection.battery = parsed.battery
+                if parsed.charging is not None:
+                    connection.charging = parsed.charging
+                if parsed.signal is not None:
+                    connection.signal = parsed.signal
+                continue
+            if isinstance(parsed, protocol.Auth):
                 await connection.send(
-                    protocol.frame(
-                        "error",
-                        code="stale_command",
-                        message=f"{parsed.id} is held by another phone or finished: do not send it",
-                        id=parsed.id,
-                    )
+                    protocol.FrameError(
+                        "already_authenticated", "this socket is authenticated"
+                    ).as_frame()
                 )
-        elif isinstance(parsed, protocol.SendResult):
-            outcome = await outbound.record_send_result(
-                self.db, device.project_id, device.id, parsed.id, parsed.success, parsed.error
-            )
-            await self._ack_result(connection, parsed.id, "send_result", outcome.stored)
-            self.wake_local(device.project_id)  # a slot in flight is free again
-        elif isinstance(parsed, protocol.DeliveryReport):
-            outcome = await outbound.record_delivery(
-                self.db,
-                device.project_id,
-                device.id,
-                parsed.id,
-                parsed.delivered,
-                protocol.ms_to_datetime(parsed.at),
-            )
-            await self._ack_result(connection, parsed.id, "delivery_report", outcome.stored)
-        elif isinstance(parsed, protocol.Heartbeat):
-            await self._note_seen(
-                connection,
-                {"battery": parsed.battery, "charging": parsed.charging, "signal": parsed.signal},
-            )
-        elif isinstance(parsed, protocol.Auth):
-            raise protocol.FrameError("already_authenticated", "this socket is authenticated")
+                continue
+            if isinstance(parsed, protocol.Inbound):
+                await self.phone_limits.inbound_sms(device_id)
+            elif isinstance(parsed, protocol.Accepted):
+                self.accepts_in_hand.add(parsed.id)
+            self._inbox.append((connection, parsed))
+            self._inbox_ready.set()
+            connection.pending += 1
+            if connection.pending >= READ_AHEAD_FRAMES:
+                connection.resume = loop.create_future()
+                await connection.resume
 
-    async def _ack_result(
-        self, connection: PhoneConnection, message_id: str, kind: str, stored: bool
-    ) -> None:
-        if not stored:  # nothing to record, but acknowledge so the phone stops repeating it
-            await connection.send(
+    # The writer: group commits of what phones report --------------------------------------
+
+    async def _write_loop(self) -> None:
+        """Takes every frame that arrived meanwhile and writes them in one transaction; each
+        is answered only after that commit. While one batch commits the next one gathers."""
+        while True:
+            await self._inbox_ready.wait()
+            self._inbox_ready.clear()
+            while self._inbox:
+                batch, self._inbox = self._inbox[:MAX_BATCH_FRAMES], self._inbox[MAX_BATCH_FRAMES:]
+                try:
+                    await self._write(batch)
+                except Exception as exc:  # _write answers for its frames; keep writing
+                    log.error("phone_batch_failed", error=repr(exc), exc_info=exc)
+
+    async def _write(self, batch: list[tuple[PhoneConnection, _Frame]]) -> None:
+        try:
+            answers = await self._commit(batch)
+        except Exception as exc:
+            if len(batch) > 1:
+                # One frame spoiled the batch: each alone now, so only its own socket fails.
+                for item in batch:
+                    await self._write([item])
+                return
+            connection, frame = batch[0]
+            self._handled(connection, frame)
+            log.error(
+                "phone_frame_failed", device_id=connection.device.id, error=repr(exc), exc_info=exc
+            )
+            await connection.close(1011, "server error")
+            return
+        for (connection, frame), texts in zip(batch, answers, strict=True):
+            self._handled(connection, frame)
+            for text in texts:
+                try:
+                    await connection.send(text)
+                except Exception:
+                    break  # gone: the phone offers it again on reconnect
+
+    def _handled(self, connection: PhoneConnection, frame: _Frame) -> None:
+        if isinstance(frame, protocol.Accepted):
+            self.accepts_in_hand.discard(frame.id)
+        connection.pending -= 1
+        resume = connection.resume
+        if resume is not None and connection.pending < READ_AHEAD_FRAMES // 2:
+            connection.resume = None
+            if not resume.done():
+                resume.set_result(None)
+
+    async def _commit(self, batch: list[tuple[PhoneConnection, _Frame]]) -> list[list[str]]:
+        """Writes a batch in one transaction and applies it to the phones' live state after
+        the commit; returns each frame's answers, in order."""
+        reports: list[outbound.Report] = []
+        report_index: list[int] = []
+        inbound: list[DeviceSms] = []
+        hellos: list[tuple[PhoneConnection, list[LiveSim], Any]] = []
+        since = datetime.fromtimestamp(time.time() - longest_span_s(self.limits), UTC)
+        async with self.db.transaction() as session:
+            for index, (connection, frame) in enumerate(batch):
+                device = connection.device
+                if isinstance(frame, protocol.Hello | protocol.Sims):
+                    if isinstance(frame, protocol.Hello):
+                        info = frame.device
+                        await devices.note_connected(
+                            session,
+                            device.id,
+                            self.instance_id,
+                            {
+                                "model": info.model if info else None,
+                                "os": info.os if info else None,
+                                "app_version": info.app_version if info else None,
+                            },
+                        )
+                    sims = frame.sims
+                    stored = await devices.replace_sims(
+                        session,
+                        device.id,
+                        device.project_id,
+                        [devices.ReportedSim(s.slot, s.number, s.carrier, s.iccid) for s in sims],
+                    )
+                    live = [LiveSim(s.id, s.slot, s.number, s.locked) for s in stored]
+                    state = await outbound.live_state(
+                        session, device.id, [s.id for s in live], since
+                    )
+                    hellos.append((connection, live, state))
+                elif isinstance(frame, protocol.Inbound):
+                    sms = frame.message
+                    inbound.append(
+                        DeviceSms(
+                            device.id,
+                            device.project_id,
+                            ReceivedSms(
+                                phone_message_id=sms.id,
+                                sender=sms.address,
+                                body=sms.body,
+                                device_time=protocol.ms_to_datetime(sms.date),
+                                sim_slot=sms.sim_slot,
+                            ),
+                        )
+                    )
+                else:
+                    report_index.append(index)
+                    reports.append(_report(device, frame))
+            outcomes = await outbound.apply_reports(session, reports)
+            await store_inbound_many(
+                session, inbound, dialect="sqlite" if self.db.is_sqlite else "postgresql"
+            )
+            crash_point(CRASH_BEFORE_BATCH_COMMIT)
+        # Committed: now the live state, and the answers.
+        answers: list[list[str]] = [[] for _ in batch]
+        for connection, live, (in_flight, dispatched) in hellos:
+            connection.rebuild(live, in_flight, dispatched, self.limits)
+            self.wake_local(connection.device.project_id)
+        for index, (_, frame) in enumerate(batch):
+            if isinstance(frame, protocol.Inbound):
+                answers[index].append(protocol.frame("inbound_ack", id=frame.message.id))
+        for index, report, outcome in zip(report_index, reports, outcomes, strict=True):
+            connection = batch[index][0]
+            answers[index] = self._answer(connection, report, outcome)
+        return answers
+
+    def _answer(
+        self, connection: PhoneConnection, report: outbound.Report, outcome: outbound.Outcome
+    ) -> list[str]:
+        message_id = report.message_id
+        if outcome.taken_from is not None:
+            previous = self.connections.get(outcome.taken_from)
+            if previous is not None:
+                previous.in_flight.pop(message_id, None)
+        if report.kind == outbound.ACCEPTED_REPORT:
+            if outcome.stored:
+                connection.in_flight.setdefault(message_id, None)
+                return [protocol.frame("accept_ack", id=message_id)]
+            connection.in_flight.pop(message_id, None)
+            return [
+                protocol.frame(
+                    "error",
+                    code="stale_command",
+                    message=f"{message_id} is held by another phone or finished: do not send it",
+                    id=message_id,
+                )
+            ]
+        if outcome.stored and outcome.status not in _IN_FLIGHT:
+            connection.in_flight.pop(message_id, None)
+        self.wake_local(connection.device.project_id)  # a slot in flight may be free again
+        answers = []
+        if not outcome.stored:  # nothing to record, but acknowledge so the phone stops repeating
+            answers.append(
                 protocol.frame(
                     "error",
                     code="unknown_message",
@@ -467,13 +615,31 @@ class Hub:
                     id=message_id,
                 )
             )
-        await connection.send(protocol.frame("result_ack", id=message_id, kind=kind))
+        answers.append(protocol.frame("result_ack", id=message_id, kind=report.kind))
+        return answers
 
-    async def _set_sims(self, connection: PhoneConnection, sims: list[protocol.SimReport]) -> None:
-        connection.sims = await devices.report_sims(
-            self.db,
-            connection.device,
-            [devices.ReportedSim(s.slot, s.number, s.carrier, s.iccid) for s in sims],
+
+_IN_FLIGHT = frozenset({statuses.SENDING, statuses.ACCEPTED})
+
+
+def _report(device: DeviceRef, frame: _Frame) -> outbound.Report:
+    if isinstance(frame, protocol.Accepted):
+        return outbound.Report(outbound.ACCEPTED_REPORT, device.project_id, device.id, frame.id)
+    if isinstance(frame, protocol.SendResult):
+        return outbound.Report(
+            outbound.SEND_RESULT_REPORT,
+            device.project_id,
+            device.id,
+            frame.id,
+            frame.success,
+            frame.error,
         )
-        connection.ready = True
-        self.wake_local(connection.device.project_id)
+    assert isinstance(frame, protocol.DeliveryReport)
+    return outbound.Report(
+        outbound.DELIVERY_REPORT,
+        device.project_id,
+        device.id,
+        frame.id,
+        frame.delivered,
+        at=protocol.ms_to_datetime(frame.at),
+    )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Boolean, Integer, Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -144,50 +144,65 @@ async def revoke_device(db: Database, project_id: str, device_id: str) -> Device
 async def device_connected(
     db: Database, device_id: str, instance_id: str, info: dict[str, Any] | None = None
 ) -> None:
+    async with db.transaction() as session:
+        await note_connected(session, device_id, instance_id, info)
+
+
+async def note_connected(
+    session: AsyncSession, device_id: str, instance_id: str, info: dict[str, Any] | None = None
+) -> None:
+    """In the caller's transaction: the device is connected to `instance_id` (and seen now),
+    with what it says of itself (`info`: model, os, app_version)."""
     now = utcnow()
     values: dict[str, Any] = {"instance_id": instance_id, "connected_at": now, "last_seen_at": now}
     # Descriptive only, so stored cut to the column's size with NUL replaced, never refused.
     for name, max_length in _DEVICE_INFO_LENGTHS.items():
         if info and isinstance(info.get(name), str):
             values[name] = storable(info[name])[:max_length]
-    async with db.transaction() as session:
-        await session.execute(update(Device).where(col(Device.id) == device_id).values(**values))
+    await session.execute(update(Device).where(col(Device.id) == device_id).values(**values))
 
 
 async def report_sims(db: Database, device: Device, sims: list[ReportedSim]) -> list[Sim]:
     """Replaces the device's live SIM set with what it reports; SIMs keep their ids by slot."""
-    now = utcnow()
     async with db.transaction() as session:
-        known = {
-            sim.slot: sim
-            for sim in (
-                await session.execute(select(Sim).where(col(Sim.device_id) == device.id))
-            ).scalars()
-        }
-        reported_slots = set()
-        for reported in sims:
-            reported_slots.add(reported.slot)
-            sim = known.get(reported.slot)
-            if sim is None:
-                sim = Sim(
-                    id=new_id("sim"),
-                    project_id=device.project_id,
-                    device_id=device.id,
-                    slot=reported.slot,
-                    created_at=now,
-                )
-                session.add(sim)
-                known[reported.slot] = sim
-            sim.number = reported.number or None
-            sim.carrier = reported.carrier
-            sim.iccid = reported.iccid
-            sim.live = True
-            sim.last_seen_at = now
-        for slot, sim in known.items():
-            if slot not in reported_slots:
-                sim.live = False
-        await session.flush()
-        return [known[slot] for slot in sorted(reported_slots)]
+        return await replace_sims(session, device.id, device.project_id, sims)
+
+
+async def replace_sims(
+    session: AsyncSession, device_id: str, project_id: str, sims: list[ReportedSim]
+) -> list[Sim]:
+    """`report_sims` in the caller's transaction."""
+    now = utcnow()
+    known = {
+        sim.slot: sim
+        for sim in (
+            await session.execute(select(Sim).where(col(Sim.device_id) == device_id))
+        ).scalars()
+    }
+    reported_slots = set()
+    for reported in sims:
+        reported_slots.add(reported.slot)
+        sim = known.get(reported.slot)
+        if sim is None:
+            sim = Sim(
+                id=new_id("sim"),
+                project_id=project_id,
+                device_id=device_id,
+                slot=reported.slot,
+                created_at=now,
+            )
+            session.add(sim)
+            known[reported.slot] = sim
+        sim.number = reported.number or None
+        sim.carrier = reported.carrier
+        sim.iccid = reported.iccid
+        sim.live = True
+        sim.last_seen_at = now
+    for slot, sim in known.items():
+        if slot not in reported_slots:
+            sim.live = False
+    await session.flush()
+    return [known[slot] for slot in sorted(reported_slots)]
 
 
 async def device_seen(
@@ -203,14 +218,68 @@ async def device_seen(
         await session.execute(update(Device).where(col(Device.id) == device_id).values(**values))
 
 
-async def device_disconnected(db: Database, device_id: str, instance_id: str) -> list[str]:
-    """Marks the device offline (if this instance still holds it) and returns to the queue
-    what it had not accepted. Returns the ids of requeued messages."""
+@dataclass(frozen=True, slots=True)
+class SeenState:
+    """What the hub heard from a connected phone since it last wrote it down: when (`seen_at`)
+    and its last battery, charging and signal (None: not reported, the stored value stays)."""
+
+    device_id: str
+    seen_at: datetime
+    battery: int | None = None
+    charging: bool | None = None
+    signal: int | None = None
+
+
+def _kept(name: str, kind: Any, column: Any) -> Any:
+    """The new value of `column` if one was given, else the stored one."""
+    return func.coalesce(bindparam(name, type_=kind()), column)
+
+
+async def flush_seen(db: Database, states: list[SeenState]) -> None:
+    """Writes many phones' `last_seen_at`, battery, charging and signal in one statement."""
+    if not states:
+        return
+    async with db.transaction() as session:
+        devices = cast(Table, Device.__table__)
+        await session.execute(
+            update(devices)
+            .where(devices.c.id == bindparam("seen_device"))
+            .values(
+                last_seen_at=bindparam("seen_at"),
+                battery=_kept("seen_battery", Integer, devices.c.battery),
+                charging=_kept("seen_charging", Boolean, devices.c.charging),
+                signal=_kept("seen_signal", Integer, devices.c.signal),
+            ),
+            [
+                {
+                    "seen_device": state.device_id,
+                    "seen_at": state.seen_at,
+                    "seen_battery": state.battery,
+                    "seen_charging": state.charging,
+                    "seen_signal": state.signal,
+                }
+                for state in states
+            ],
+        )
+
+
+async def device_disconnected(
+    db: Database, device_id: str, instance_id: str, seen: SeenState | None = None
+) -> list[str]:
+    """Marks the device offline (if this instance still holds it), with what was last heard
+    from it (`seen`), and returns to the queue what it had not accepted. Returns the ids of
+    requeued messages."""
+    values: dict[str, Any] = {"instance_id": None}
+    if seen is not None:
+        values["last_seen_at"] = seen.seen_at
+        for name in ("battery", "charging", "signal"):
+            if getattr(seen, name) is not None:
+                values[name] = getattr(seen, name)
     async with db.transaction() as session:
         result = await session.execute(
             update(Device)
             .where(col(Device.id) == device_id, col(Device.instance_id) == instance_id)
-            .values(instance_id=None)
+            .values(**values)
             .returning(col(Device.id))
         )
         if result.scalar_one_or_none() is None:

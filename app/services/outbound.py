@@ -4,11 +4,12 @@ the phone or the clock causes. Each function is one transaction; refunds ride al
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol, cast
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -17,6 +18,9 @@ from app.db.models import Device, Message, Sim
 from app.domain import statuses
 from app.services.credits import refund_message
 from app.services.ids import new_id, utcnow
+
+# The table itself, for executemany statements (Core, not the ORM's bulk paths).
+_MESSAGES = cast(Table, Message.__table__)
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,18 @@ def _digits(text: str | None) -> str:
     return re.sub(r"\D", "", text or "")
 
 
-def sim_matches(selector: str, sim: Sim) -> bool:
+class SimLike(Protocol):
+    """What choosing a SIM reads of one: a stored `Sim` or the hub's live copy."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def slot(self) -> int: ...
+    @property
+    def number(self) -> str | None: ...
+
+
+def sim_matches(selector: str, sim: SimLike) -> bool:
     """A pinned message names its SIM by id, slot number, or phone number (E.164 or national)."""
     if selector == sim.id:
         return True
@@ -100,32 +115,8 @@ def sim_matches(selector: str, sim: Sim) -> bool:
     return len(shorter) >= 6 and longer.endswith(shorter)
 
 
-async def _parts_used(session: AsyncSession, sim_id: str, since: datetime) -> int:
-    used = await session.execute(
-        select(func.coalesce(func.sum(col(Message.segment_count)), 0)).where(
-            col(Message.sim_id) == sim_id, col(Message.dispatched_at) >= since
-        )
-    )
-    return int(used.scalar_one())
-
-
-async def _sim_budget(session: AsyncSession, sim: Sim, limits: RateLimits, now: datetime) -> int:
-    windows = [
-        (limits.parts_per_minute, timedelta(minutes=1)),
-        (limits.parts_per_hour, timedelta(hours=1)),
-        (limits.parts_per_day, timedelta(days=1)),
-    ]
-    budget: int | None = None
-    for limit, span in windows:
-        if limit is None:
-            continue
-        left = limit - await _parts_used(session, sim.id, now - span)
-        budget = left if budget is None else min(budget, left)
-    return max(budget if budget is not None else 1_000_000, 0)
-
-
 async def has_queued(db: Database, project_id: str) -> bool:
-    """Whether the project has anything waiting: a cheap look before claiming per phone."""
+    """Whether the project has anything waiting: a cheap look before a claim pass."""
     async with db.sessions() as session:
         found = await session.execute(
             select(col(Message.id))
@@ -135,40 +126,55 @@ async def has_queued(db: Database, project_id: str) -> bool:
         return found.first() is not None
 
 
-async def claim_for_device(
-    db: Database,
-    project_id: str,
-    device_id: str,
-    sims: Sequence[Sim],
-    limits: RateLimits,
-    max_claim: int,
-    rotation: int = 0,
-) -> list[tuple[Message, Sim]]:
-    """Moves up to `max_claim` queued messages of the project to `sending` on this device's
-    SIMs: pinned messages only to their SIM, others round-robin over unlocked SIMs, within
-    each SIM's parts budget and the device's in-flight cap. Concurrent claimers (other
-    instances) skip rows already locked, so no message is claimed twice."""
-    if not sims:
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A queued message as a claim pass sees it."""
+
+    id: str
+    to_number: str
+    body: str
+    segment_count: int
+    sim_selector: str | None
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A candidate given to one device's SIM."""
+
+    message: Candidate
+    device_id: str
+    sim_id: str
+
+
+# Chooses, among the candidates (oldest first), the ones to give out now and to whom; it is also
+# told which of the project's SIMs are locked now. Pure: it must not change any state of its
+# own, since the claim may still fail and be rolled back.
+ClaimPlanner = Callable[[list[Candidate], frozenset[str]], list[Claim]]
+
+
+async def claim_queued(
+    db: Database, project_id: str, max_candidates: int, plan: ClaimPlanner
+) -> list[Claim]:
+    """One claim pass for all of the caller's phones of a project: reads up to
+    `max_candidates` queued, unexpired messages (oldest first; on PostgreSQL `FOR UPDATE SKIP
+    LOCKED`, so concurrent claimers on other instances never take the same row), lets `plan`
+    give them to SIMs, and moves the planned ones to `sending` in the same transaction. With no
+    room (`max_candidates` <= 0) it returns [] without touching the database."""
+    if max_candidates <= 0:
         return []
     now = utcnow()
     async with db.transaction() as session:
-        in_flight = (
+        rows = (
             await session.execute(
-                select(func.count()).where(
-                    col(Message.device_id) == device_id,
-                    col(Message.status).in_([statuses.SENDING, statuses.ACCEPTED]),
+                select(
+                    col(Message.id),
+                    col(Message.to_number),
+                    col(Message.body),
+                    col(Message.segment_count),
+                    col(Message.sim_selector),
+                    col(Message.expires_at),
                 )
-            )
-        ).scalar_one()
-        capacity = min(max_claim, limits.device_max_in_flight - in_flight)
-        if capacity <= 0:
-            return []
-        budgets = {sim.id: await _sim_budget(session, sim, limits, now) for sim in sims}
-        if not any(budgets.values()):
-            return []
-        candidates = (
-            await session.execute(
-                select(Message)
                 .where(
                     col(Message.project_id) == project_id,
                     col(Message.status) == statuses.QUEUED,
@@ -176,45 +182,289 @@ async def claim_for_device(
                     or_(col(Message.expires_at).is_(None), col(Message.expires_at) > now),
                 )
                 .order_by(col(Message.seq))
-                .limit(max(capacity * 4, 20))
+                .limit(max_candidates)
                 .with_for_update(skip_locked=True)
             )
-        ).scalars()
-        order = list(sims[rotation % len(sims) :]) + list(sims[: rotation % len(sims)])
-        claimed: list[tuple[Message, Sim]] = []
-        turn = 0
-        for message in candidates:
-            if message.sim_selector:
-                eligible = [s for s in order if sim_matches(message.sim_selector, s)]
-            else:
-                eligible = [s for s in order if not s.locked]
-            # A message longer than the smallest window still goes out, alone in a fresh window.
-            need = min(message.segment_count, limits.smallest_window)
-            eligible = [s for s in eligible if budgets[s.id] >= need]
-            if not eligible:
-                continue
-            sim = eligible[turn % len(eligible)]
-            turn += 1
-            budgets[sim.id] -= need
-            message.status = statuses.SENDING
-            message.device_id = device_id
-            message.sim_id = sim.id
-            message.dispatched_at = now
-            message.attempts += 1
-            claimed.append((message, sim))
-            if len(claimed) >= capacity:
-                break
-    return claimed
+        ).all()
+        if not rows:
+            return []
+        locked = frozenset(
+            (
+                await session.execute(
+                    select(col(Sim.id)).where(
+                        col(Sim.project_id) == project_id, col(Sim.locked).is_(True)
+                    )
+                )
+            ).scalars()
+        )
+        claims = plan([Candidate(*row) for row in rows], locked)
+        if claims:
+            await session.execute(
+                update(_MESSAGES)
+                .where(_MESSAGES.c.id == bindparam("message_id"))
+                .values(
+                    status=statuses.SENDING,
+                    device_id=bindparam("claim_device"),
+                    sim_id=bindparam("claim_sim"),
+                    dispatched_at=now,
+                    attempts=_MESSAGES.c.attempts + 1,
+                ),
+                [
+                    {
+                        "message_id": claim.message.id,
+                        "claim_device": claim.device_id,
+                        "claim_sim": claim.sim_id,
+                    }
+                    for claim in claims
+                ],
+            )
+    return claims
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatched:
+    """A message given to a SIM: what its parts count against that SIM's windows."""
+
+    message_id: str
+    sim_id: str
+    dispatched_at: datetime
+    segment_count: int
+
+
+async def live_state(
+    session: AsyncSession, device_id: str, sim_ids: Sequence[str], since: datetime
+) -> tuple[dict[str, str | None], list[Dispatched]]:
+    """What a connecting phone's instance rebuilds its live state from: the device's messages in
+    flight (`sending` or `accepted`: message id → SIM id), and every message given to one of
+    its SIMs since `since` (a message sent back to the queue has no SIM and counts no more)."""
+    in_flight = {
+        message_id: sim_id
+        for message_id, sim_id in (
+            await session.execute(
+                select(col(Message.id), col(Message.sim_id)).where(
+                    col(Message.device_id) == device_id,
+                    col(Message.status).in_([statuses.SENDING, statuses.ACCEPTED]),
+                )
+            )
+        ).all()
+    }
+    dispatched: list[Dispatched] = []
+    if sim_ids:
+        rows = await session.execute(
+            select(
+                col(Message.id),
+                col(Message.sim_id),
+                col(Message.dispatched_at),
+                col(Message.segment_count),
+            ).where(col(Message.sim_id).in_(list(sim_ids)), col(Message.dispatched_at) >= since)
+        )
+        dispatched = [Dispatched(*row) for row in rows.all()]
+    return in_flight, dispatched
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What a phone report did: `stored` (a change was recorded or was already recorded) or
-    not (the message is not this device's to report on), and any refund it caused."""
+    not (the message is not this device's to report on), and any refund it caused.
+    `taken_from` names the device the message was offered to before this report took it."""
 
     stored: bool
     status: str | None = None
     refunded: bool = False
+    taken_from: str | None = None
+
+
+ACCEPTED_REPORT = "accepted"
+SEND_RESULT_REPORT = "send_result"
+DELIVERY_REPORT = "delivery_report"
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One phone report about an outbound message: `accepted`, `send_result` (with `success`,
+    `error`) or `delivery_report` (with `success` = delivered, `at`)."""
+
+    kind: str
+    project_id: str
+    device_id: str
+    message_id: str
+    success: bool = True
+    error: str | None = None
+    at: datetime | None = None
+
+
+@dataclass(slots=True)
+class _Row:
+    """A message's state while a batch of reports is applied to it, and what changed."""
+
+    project_id: str
+    device_id: str | None
+    status: str
+    accepted_at: datetime | None
+    sent_at: datetime | None
+    changes: dict[str, object] = field(default_factory=dict)
+
+    def set(self, **values: object) -> None:
+        self.changes.update(values)
+        for name, value in values.items():
+            if hasattr(self, name):
+                setattr(self, name, value)
+
+
+_REPORT_COLUMNS = (
+    "status",
+    "device_id",
+    "accepted_at",
+    "sent_at",
+    "delivered_at",
+    "failed_at",
+    "error_code",
+)
+
+
+async def apply_reports(session: AsyncSession, reports: Sequence[Report]) -> list[Outcome]:
+    """Applies phone reports in order, in the caller's transaction: one read of every message
+    they name (row-locked on PostgreSQL) and one batched write of the changes. Each report
+    follows the rules of `mark_accepted`, `record_send_result` and `record_delivery`; a later
+    report about the same message sees what an earlier one did. Failures are refunded."""
+    if not reports:
+        return []
+    now = utcnow()
+    ids = sorted({report.message_id for report in reports})
+    found = await session.execute(
+        select(
+            col(Message.id),
+            col(Message.project_id),
+            col(Message.device_id),
+            col(Message.status),
+            col(Message.accepted_at),
+            col(Message.sent_at),
+        )
+        .where(col(Message.id).in_(ids))
+        .order_by(col(Message.id))
+        .with_for_update()
+    )
+    rows = {row[0]: _Row(*row[1:]) for row in found.all()}
+    outcomes: list[Outcome] = []
+    failing: list[int] = []  # the reports that failed their message (to be refunded)
+    for report in reports:
+        row = rows.get(report.message_id)
+        if row is None or row.project_id != report.project_id:
+            outcomes.append(Outcome(stored=False))
+            continue
+        before = row.status
+        outcome = _apply(row, report, now)
+        if before != statuses.FAILED and row.status == statuses.FAILED:
+            failing.append(len(outcomes))
+        outcomes.append(outcome)
+    changed = [(message_id, row) for message_id, row in rows.items() if row.changes]
+    # One statement per shape of change, each run once over all its messages.
+    by_shape: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for message_id, row in changed:
+        shape = tuple(name for name in _REPORT_COLUMNS if name in row.changes)
+        params = {f"new_{name}": row.changes[name] for name in shape}
+        by_shape.setdefault(shape, []).append({"message_id": message_id, **params})
+    for shape, params_list in by_shape.items():
+        await session.execute(
+            update(_MESSAGES)
+            .where(_MESSAGES.c.id == bindparam("message_id"))
+            .values({name: bindparam(f"new_{name}") for name in shape}),
+            params_list,
+        )
+    if failing:
+        wanted = sorted({reports[index].message_id for index in failing})
+        messages = (
+            await session.execute(select(Message).where(col(Message.id).in_(wanted)))
+        ).scalars()
+        refunded = {message.id for message in messages if await refund_message(session, message)}
+        for index in failing:
+            if reports[index].message_id in refunded:
+                o = outcomes[index]
+                outcomes[index] = Outcome(o.stored, o.status, True, o.taken_from)
+    return outcomes
+
+
+def _apply(row: _Row, report: Report, now: datetime) -> Outcome:
+    taken_from = None
+    if report.kind == ACCEPTED_REPORT:
+        if row.status in statuses.REASSIGNABLE_STATUSES:
+            if row.device_id != report.device_id:
+                taken_from = row.device_id
+            row.set(status=statuses.ACCEPTED, device_id=report.device_id, accepted_at=now)
+            return Outcome(stored=True, status=row.status, taken_from=taken_from)
+        held_here = row.device_id == report.device_id and row.status == statuses.ACCEPTED
+        return Outcome(stored=held_here, status=row.status)
+    # A result for a message that went back to the queue (or out to another phone, not yet
+    # accepted there) while this phone was already sending it: the radio has spoken, so the
+    # report wins and the message is this phone's from now on.
+    if row.device_id != report.device_id:
+        if row.status not in statuses.REASSIGNABLE_STATUSES:
+            return Outcome(stored=False)
+        taken_from = row.device_id
+        row.set(device_id=report.device_id)
+    if report.kind == SEND_RESULT_REPORT:
+        if row.status in (statuses.QUEUED, statuses.SENDING, statuses.ACCEPTED):
+            if row.accepted_at is None:
+                row.set(accepted_at=now)
+            if not report.success:
+                return _failing(row, report.error or "send_failed", now, taken_from)
+            row.set(status=statuses.SENT, sent_at=now)
+        return Outcome(stored=True, status=row.status, taken_from=taken_from)
+    if row.status in (statuses.QUEUED, statuses.SENDING, statuses.ACCEPTED, statuses.SENT):
+        if row.sent_at is None:
+            row.set(sent_at=now)
+        if not report.success:
+            return _failing(row, "not_delivered", now, taken_from)
+        row.set(status=statuses.DELIVERED, delivered_at=report.at or now)
+    return Outcome(stored=True, status=row.status, taken_from=taken_from)
+
+
+def _failing(row: _Row, error_code: str, now: datetime, taken_from: str | None) -> Outcome:
+    row.set(status=statuses.FAILED, failed_at=now, error_code=error_code[:64])
+    return Outcome(stored=True, status=statuses.FAILED, taken_from=taken_from)
+
+
+async def _one_report(db: Database, report: Report) -> Outcome:
+    async with db.transaction() as session:
+        [outcome] = await apply_reports(session, [report])
+    return outcome
+
+
+async def mark_accepted(db: Database, project_id: str, device_id: str, message_id: str) -> Outcome:
+    """A phone asks to hold a command. The first phone to ask while the message is still queued
+    or only offered (`sending`, to it or to another phone) gets it, and from then on no other
+    phone may send it; asking again for one it holds is confirmed again. Anything else (held by
+    another phone, or already finished) is refused, and the phone must not send it."""
+    return await _one_report(db, Report(ACCEPTED_REPORT, project_id, device_id, message_id))
+
+
+async def record_send_result(
+    db: Database,
+    project_id: str,
+    device_id: str,
+    message_id: str,
+    success: bool,
+    error: str | None,
+) -> Outcome:
+    """What the radio did; a failure is refunded. A result for a message this phone no longer
+    holds but nobody else accepted wins it (see `apply_reports`)."""
+    return await _one_report(
+        db, Report(SEND_RESULT_REPORT, project_id, device_id, message_id, success, error)
+    )
+
+
+async def record_delivery(
+    db: Database,
+    project_id: str,
+    device_id: str,
+    message_id: str,
+    delivered: bool,
+    at: datetime | None,
+) -> Outcome:
+    """The network's delivery report; `delivered=False` fails the message (refunded)."""
+    return await _one_report(
+        db, Report(DELIVERY_REPORT, project_id, device_id, message_id, delivered, at=at)
+    )
 
 
 async def _device_message(
@@ -227,84 +477,6 @@ async def _device_message(
             .with_for_update()
         )
     ).scalar_one_or_none()
-
-
-async def _reported_message(
-    session: AsyncSession, project_id: str, device_id: str, message_id: str
-) -> Message | None:
-    """The message a phone reports a result for: its own, or one that went back to the queue
-    (or out to another phone, not yet accepted there) while this phone was already sending it.
-    The radio has spoken, so the report wins and the message is this phone's from now on."""
-    message = await _device_message(session, project_id, message_id)
-    if message is None:
-        return None
-    if message.device_id != device_id:
-        if message.status not in statuses.REASSIGNABLE_STATUSES:
-            return None
-        message.device_id = device_id
-    return message
-
-
-async def mark_accepted(db: Database, project_id: str, device_id: str, message_id: str) -> Outcome:
-    """A phone asks to hold a command. The first phone to ask while the message is still queued
-    or only offered (`sending`, to it or to another phone) gets it, and from then on no other
-    phone may send it; asking again for one it holds is confirmed again. Anything else (held by
-    another phone, or already finished) is refused, and the phone must not send it."""
-    async with db.transaction() as session:
-        message = await _device_message(session, project_id, message_id)
-        if message is None:
-            return Outcome(stored=False)
-        if message.status in statuses.REASSIGNABLE_STATUSES:
-            message.status = statuses.ACCEPTED
-            message.device_id = device_id
-            message.accepted_at = utcnow()
-            return Outcome(stored=True, status=message.status)
-        held_here = message.device_id == device_id and message.status == statuses.ACCEPTED
-        return Outcome(stored=held_here, status=message.status)
-
-
-async def record_send_result(
-    db: Database,
-    project_id: str,
-    device_id: str,
-    message_id: str,
-    success: bool,
-    error: str | None,
-) -> Outcome:
-    now = utcnow()
-    async with db.transaction() as session:
-        message = await _reported_message(session, project_id, device_id, message_id)
-        if message is None:
-            return Outcome(stored=False)
-        if message.status in (statuses.QUEUED, statuses.SENDING, statuses.ACCEPTED):
-            message.accepted_at = message.accepted_at or now
-            if not success:
-                return await _fail(session, message, error or "send_failed", now)
-            message.status = statuses.SENT
-            message.sent_at = now
-        return Outcome(stored=True, status=message.status)
-
-
-async def record_delivery(
-    db: Database,
-    project_id: str,
-    device_id: str,
-    message_id: str,
-    delivered: bool,
-    at: datetime | None,
-) -> Outcome:
-    now = utcnow()
-    async with db.transaction() as session:
-        message = await _reported_message(session, project_id, device_id, message_id)
-        if message is None:
-            return Outcome(stored=False)
-        if message.status in (statuses.QUEUED, statuses.SENDING, statuses.ACCEPTED, statuses.SENT):
-            message.sent_at = message.sent_at or now
-            if not delivered:
-                return await _fail(session, message, "not_delivered", now)
-            message.status = statuses.DELIVERED
-            message.delivered_at = at or now
-        return Outcome(stored=True, status=message.status)
 
 
 async def _fail(
@@ -327,6 +499,10 @@ class SweepResult:
     requeued_projects: set[str]
     expired: int
     no_result: int
+    # The messages taken back to the queue and those failed for want of a result: whoever
+    # counted them as in flight (or their parts against a SIM) stops counting them.
+    requeued_ids: frozenset[str] = frozenset()
+    no_result_ids: frozenset[str] = frozenset()
 
 
 async def sweep(
@@ -365,10 +541,11 @@ async def sweep(
             update(Message)
             .where(*unaccepted)
             .values(status=statuses.QUEUED, device_id=None, sim_id=None)
-            .returning(col(Message.project_id))
+            .returning(col(Message.id), col(Message.project_id))
         )
-        projects = set(requeued.scalars())
-    expired = await _finish_where(
+        taken_back = requeued.all()
+        projects = {project_id for _, project_id in taken_back}
+    expired, _ = await _finish_where(
         db,
         and_(
             col(Message.status) == statuses.QUEUED,
@@ -378,7 +555,7 @@ async def sweep(
         statuses.EXPIRED,
         "expired",
     )
-    no_result = await _finish_where(
+    no_result, failed = await _finish_where(
         db,
         and_(
             col(Message.status) == statuses.ACCEPTED,
@@ -387,12 +564,18 @@ async def sweep(
         statuses.FAILED,
         "no_result",
     )
-    return SweepResult(projects, expired, no_result)
+    return SweepResult(
+        projects,
+        expired,
+        no_result,
+        frozenset(message_id for message_id, _ in taken_back),
+        frozenset(failed),
+    )
 
 
 async def _finish_where(
     db: Database, condition: ColumnElement[bool], status: str, error_code: str
-) -> int:
+) -> tuple[int, list[str]]:
     now = utcnow()
     async with db.transaction() as session:
         rows = list(
@@ -404,7 +587,7 @@ async def _finish_where(
         )
         for message in rows:
             await _fail(session, message, error_code, now, status)
-    return len(rows)
+    return len(rows), [message.id for message in rows]
 
 
 async def cancel(db: Database, project_id: str, message_id: str) -> tuple[Message, bool] | None:

@@ -292,7 +292,7 @@ async def test_inbound_batch_endpoint_for_phones_without_a_socket(client, db):
 
 async def test_rate_limit_in_parts_holds_under_a_burst(hub_settings, db, tmp_path, monkeypatch):
     tenant = await new_tenant(db)
-    claims = watch_calls(monkeypatch, outbound, "claim_for_device")
+    claims = watch_calls(monkeypatch, outbound, "claim_queued")
     paired = await devices.pair_device(db, tenant.project_id)
     limited = fast_settings(hub_settings, sim_parts_per_minute=5)
     async with live_server(limited, db) as server:
@@ -468,7 +468,7 @@ async def test_a_message_longer_than_the_rate_window_still_goes_out_alone(
     hub_settings, db, tmp_path, monkeypatch
 ):
     tenant = await new_tenant(db)
-    claims = watch_calls(monkeypatch, outbound, "claim_for_device")
+    claims = watch_calls(monkeypatch, outbound, "claim_queued")
     paired = await devices.pair_device(db, tenant.project_id)
     async with live_server(fast_settings(hub_settings, sim_parts_per_minute=20), db) as server:
         phone = await start_phone(server, paired.token, tmp_path / "p.db")
@@ -557,21 +557,38 @@ async def _offline(db, project_id, settings):
 
 
 async def test_an_acceptance_that_arrived_in_time_holds_however_late_it_is_handled(
-    hub_settings, db
+    hub_settings, db, monkeypatch
 ):
-    """The phone answers `accepted` at once, right behind 250 inbound SMS that keep the hub
-    storing well past the ack timeout: the command is not taken back and offered again."""
+    """The phone answers `accepted` at once, right behind 250 inbound SMS whose commit is held
+    back until two sweeps past the ack timeout have run: the command is not taken back and
+    offered again, because its acceptance had arrived."""
     tenant = await new_tenant(db)
     paired = await devices.pair_device(db, tenant.project_id)
+    sweeps = watch_calls(monkeypatch, outbound, "sweep")
     busy_settings = fast_settings(
         hub_settings, ack_timeout_s=0.3, sweep_interval_s=0.05, rate_limits=False
     )
     async with live_server(busy_settings, db) as server:
+        hub = server.hub
         phone = await RawPhone.connect(server, paired.token)
-        await eventually(lambda: server.hub.connections[paired.device.id].ready)
+        await eventually(lambda: hub.connections[paired.device.id].ready)
         [message_id] = await queue(db, tenant.project_id)
-        await server.hub.notify_queued(tenant.project_id)
+        await hub.notify_queued(tenant.project_id)
         offer = await phone.next("send_sms")
+        past_ack_timeout = time.monotonic() + busy_settings.ack_timeout_s
+        commit = hub._commit
+        held_back = []
+
+        async def slow_commit(batch):
+            # The first batch holding the backlog waits, and every frame behind it with it.
+            if not held_back and any(f.__class__.__name__ == "Inbound" for _, f in batch):
+                held_back.append(len(batch))
+                await eventually(lambda: message_id in hub.accepts_in_hand)
+                arrived = max(time.monotonic(), past_ack_timeout)
+                await sweeps.wait(2, since=arrived, timeout_s=20)
+            return await commit(batch)
+
+        monkeypatch.setattr(hub, "_commit", slow_commit)
         backlog = [
             {
                 "type": "inbound",
@@ -588,16 +605,14 @@ async def test_an_acceptance_that_arrived_in_time_holds_however_late_it_is_handl
         for frame in backlog:
             await phone.send(frame)
         await phone.send({"type": "accepted", "id": message_id})
-        sent_by = asyncio.get_running_loop().time()
 
         seen = await _frames_until_answered(phone, message_id)
-        answered_after_s = asyncio.get_running_loop().time() - sent_by
 
-    assert offer["id"] == message_id
+    assert offer["id"] == message_id and held_back
     assert seen[-1] == {"type": "accept_ack", "id": message_id}
-    # The hub was busy with the backlog past the ack timeout, yet offered nothing again.
-    assert answered_after_s > busy_settings.ack_timeout_s
+    # Sweeps past the ack timeout ran while the acceptance waited, yet nothing was offered again.
     assert [f for f in seen if f["type"] == "send_sms"] == []
+    assert len([f for f in seen if f["type"] == "inbound_ack"]) == 250
     message = await status_of(db, message_id)
     assert message.status == "accepted" and message.attempts == 1
 
