@@ -30,7 +30,9 @@ def engine_name() -> str:
 
 
 class Instance:
-    def __init__(self, database_url: str, name: str) -> None:
+    def __init__(
+        self, database_url: str, name: str, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -40,6 +42,7 @@ class Instance:
             "SIMWIRE_SWEEP_INTERVAL_S": "0.2",
             "SIMWIRE_ACK_TIMEOUT_S": "2",
             "SIMWIRE_LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
