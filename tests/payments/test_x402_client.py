@@ -13,9 +13,7 @@ import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from x402 import x402Client
 from x402.http.clients.httpx import x402_httpx_transport
-from x402.mechanisms.evm.exact.register import register_exact_evm_client
 
 from app.payments.chain import ChainClient
 from app.payments.devchain import DevChain, start_devchain
@@ -32,6 +30,7 @@ from app.payments.wire import (
     payment_response_header,
     payment_response_header_name,
 )
+from tests.support.devchain import official_client
 
 pytest_plugins = ["tests.support.devchain"]
 
@@ -83,19 +82,9 @@ class PaidEndpoint:
         return httpx.Response(402, json=body, headers=headers)
 
 
-def _official_client(account: LocalAccount, network: NetworkConfig) -> x402Client:
-    client = x402Client()
-    register_exact_evm_client(client, account)
-    allowed = [{"network": network.network, "asset": network.usdc_address}]
-    if network.v1_name:
-        allowed.append({"network": network.v1_name, "asset": network.usdc_address})
-    client.set_spend_controls({"allowed_assets": allowed})  # type: ignore[typeddict-item]
-    return client
-
-
 async def _pay(endpoint: PaidEndpoint, account: LocalAccount) -> httpx.Response:
     transport = x402_httpx_transport(
-        _official_client(account, endpoint.requirement.network), httpx.MockTransport(endpoint)
+        official_client(account, endpoint.requirement.network), httpx.MockTransport(endpoint)
     )
     async with httpx.AsyncClient(transport=transport) as http:
         return await http.post(URL, json={"to": "+15555550100", "body": "hi"})
