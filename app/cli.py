@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -91,6 +92,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         asyncio.run(raise_unless_ready(settings.database_url))
     except DatabaseNotReady as exc:
         raise click.ClickException(str(exc)) from None
+    _raise_open_files_limit()
     uvicorn.run(
         "app.api.app:app_from_env",
         factory=True,
@@ -99,10 +101,28 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         access_log=False,
         log_config=None,
         ws_max_size=settings.phone_max_frame_bytes,
+        # Phone frames are small JSON; per-message deflate would cost each socket about 42 KiB
+        # of compressor state (most of what a connected phone costs the server).
+        ws_per_message_deflate=False,
+        # No protocol-level pings: the hub pings each phone silent for its ping interval and
+        # closes one silent for the idle timeout, so these would only double the idle traffic.
+        ws_ping_interval=None,
         # The client address is the socket peer unless it is one of SIMWIRE_TRUSTED_PROXIES
         # (app/api/ratelimit.py); uvicorn must not rewrite it from X-Forwarded-For itself.
         proxy_headers=False,
     )
+
+
+def _raise_open_files_limit() -> None:
+    """Every phone socket is a file descriptor: take the hard limit, not the soft default
+    (often 1,024), so one process can hold tens of thousands of phones."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+    if soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 @main.group()

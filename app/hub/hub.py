@@ -46,8 +46,9 @@ READ_AHEAD_FRAMES = 256
 MAX_BATCH_FRAMES = 1_000
 # `last_seen_at`, battery and signal are written at most this often (and on disconnect).
 SEEN_FLUSH_INTERVAL_S = 30.0
-# Crash point (app/faults.py): a batch of phone frames is written, not yet committed.
-CRASH_BEFORE_BATCH_COMMIT = "hub_batch_before_commit"
+# Crash point (app/faults.py): a batch of phone reports (accepted, send_result,
+# delivery_report, inbound) is written, not yet committed.
+CRASH_BEFORE_REPORTS_COMMIT = "hub_reports_before_commit"
 
 _Frame = (
     protocol.Hello
@@ -567,7 +568,8 @@ class Hub:
             await store_inbound_many(
                 session, inbound, dialect="sqlite" if self.db.is_sqlite else "postgresql"
             )
-            crash_point(CRASH_BEFORE_BATCH_COMMIT)
+            if reports or inbound:
+                crash_point(CRASH_BEFORE_REPORTS_COMMIT)
         # Committed: now the live state, and the answers.
         answers: list[list[str]] = [[] for _ in batch]
         for connection, live, (in_flight, dispatched) in hellos:

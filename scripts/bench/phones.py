@@ -63,6 +63,7 @@ if str(REPO_ROOT) not in sys.path:
 import httpx  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
+from websockets.exceptions import ConnectionClosedOK  # noqa: E402
 
 from app.db.engine import Database  # noqa: E402
 from app.db.migrate import upgrade  # noqa: E402
@@ -405,6 +406,8 @@ async def worker_main() -> None:
                     await ws.send(heartbeat)
                 elif kind == "error" and len(errors) < 100:
                     errors.append(f"{frame.get('code')}: {frame.get('message')}")
+        except ConnectionClosedOK:
+            pass  # closed by this process at the end, or by the server with 1000
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             closes.append(repr(exc))
         if ws.close_code is not None and ws.close_code != 1000:

@@ -617,6 +617,61 @@ async def test_an_acceptance_that_arrived_in_time_holds_however_late_it_is_handl
     assert message.status == "accepted" and message.attempts == 1
 
 
+async def test_frames_that_arrive_together_are_committed_together_each_acked_after_it(
+    hub_settings, db, monkeypatch
+):
+    """While one commit runs, the frames that arrive meanwhile gather into the next: that
+    batch is one transaction, and each of its frames is answered only once it committed."""
+    tenant = await new_tenant(db)
+    paired = await devices.pair_device(db, tenant.project_id)
+    async with live_server(hub_settings, db) as server:
+        hub = server.hub
+        phone = await RawPhone.connect(server, paired.token)
+        await eventually(lambda: hub.connections[paired.device.id].ready)
+        [message_id] = await queue(db, tenant.project_id)
+        await hub.notify_queued(tenant.project_id)
+        await phone.next("send_sms")
+        commit = hub._commit
+        batches, committed = [], []
+
+        async def watched_commit(batch):
+            kinds = [type(frame).__name__ for _, frame in batch]
+            batches.append(kinds)
+            if kinds == ["Accepted"]:  # alone: it commits while the other two gather behind it
+                await eventually(lambda: len(hub._inbox) >= 2)
+            answers = await commit(batch)
+            committed.extend(kinds)
+            return answers
+
+        monkeypatch.setattr(hub, "_commit", watched_commit)
+        await phone.send({"type": "accepted", "id": message_id})
+        await phone.send({"type": "send_result", "id": message_id, "success": True})
+        await phone.send(inbound_frame("together-1"))
+        await phone.next("accept_ack")
+        assert "Accepted" in committed
+        await phone.next("result_ack")
+        assert "SendResult" in committed
+        assert (await status_of(db, message_id)).status == "sent"
+        await phone.next("inbound_ack")
+        assert "Inbound" in committed
+        async with db.sessions() as session:
+            stored = (
+                await session.execute(select(func.count()).where(Message.direction == "in"))
+            ).scalar_one()
+        assert stored == 1
+        # Three frames, fewer commits: at least two of them shared one transaction.
+        assert sorted(sum(batches, [])) == ["Accepted", "Inbound", "SendResult"]
+        assert len(batches) < 3
+        await phone.close()
+
+
+def inbound_frame(phone_id: str) -> dict:
+    return {
+        "type": "inbound",
+        "message": {"id": phone_id, "address": "+15550109999", "body": "hi", "sim_slot": 0},
+    }
+
+
 async def _frames_until_answered(phone: RawPhone, message_id: str) -> list[dict]:
     """Every frame up to the hub's answer to an `accepted` (`accept_ack`, or an `error`
     naming the message)."""
