@@ -5,7 +5,6 @@ serving. Without the guard the decoder overflowed the C stack and the process di
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from app.services import devices
 from app.settings import Settings
 from tests.support.factories import TenantKeys, new_tenant
 from tests.support.live import eventually
-from tests.support.postgres import free_port
+from tests.support.processes import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPTH = 100_000
@@ -43,45 +42,11 @@ def engine_name() -> str:
     return "sqlite"  # the guard runs before any database work
 
 
-class ServerProcess:
-    """`simwire serve` in its own process, so a crash shows as a dead process, not a dead test."""
-
-    def __init__(self, database_url: str, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log_path.open("w")
-        env = {
-            **os.environ,
-            "SIMWIRE_DATABASE_URL": database_url,
-            "SIMWIRE_RATE_LIMITS": "false",
-            "SIMWIRE_LOG_LEVEL": "WARNING",
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-        )
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self) -> None:
-        if self.alive:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.log.close()
-
-
 @pytest.fixture
 def server_process(settings: Settings, tmp_path: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(settings.database_url, tmp_path / "server.log")
+    server = ServerProcess(
+        settings.database_url, {"SIMWIRE_RATE_LIMITS": "false"}, tmp_path / "server.log"
+    )
     try:
         yield server
     finally:

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,9 +14,7 @@ import websockets
 from app.services import credits, devices
 from tests.support.factories import new_tenant
 from tests.support.live import eventually
-from tests.support.postgres import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import ServerProcess
 
 
 @pytest.fixture
@@ -29,53 +22,21 @@ def engine_name() -> str:
     return "postgresql"
 
 
-class Instance:
+class Instance(ServerProcess):
+    """One of several instances on one database, with the hub's clocks made fast."""
+
     def __init__(
         self, database_url: str, name: str, extra_env: dict[str, str] | None = None
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "SIMWIRE_DATABASE_URL": database_url,
-            "SIMWIRE_INSTANCE_ID": name,
-            "SIMWIRE_SWEEP_INTERVAL_S": "0.2",
-            "SIMWIRE_ACK_TIMEOUT_S": "2",
-            "SIMWIRE_LOG_LEVEL": "WARNING",
-            **(extra_env or {}),
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        super().__init__(
+            database_url,
+            {
+                "SIMWIRE_INSTANCE_ID": name,
+                "SIMWIRE_SWEEP_INTERVAL_S": "0.2",
+                "SIMWIRE_ACK_TIMEOUT_S": "2",
+                **(extra_env or {}),
+            },
         )
-
-    async def ready(self) -> None:
-        async with httpx.AsyncClient() as http:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    if (await http.get(f"{self.url}/readyz")).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError("instance did not start")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 async def raw_phone(instance: Instance, token: str):

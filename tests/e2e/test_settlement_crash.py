@@ -6,10 +6,7 @@ anvil, both databases."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +25,7 @@ from app.payments.devchain import DevChain, start_devchain
 from app.payments.wire import decode_payment
 from tests.support.devchain import official_client
 from tests.support.live import eventually
-from tests.support.postgres import free_port
+from tests.support.processes import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 SEND = {"to": "+14155550100", "message": "Your code is 4821"}
@@ -45,52 +42,25 @@ async def chain() -> AsyncIterator[DevChain]:
         await devchain.aclose()
 
 
-class Server:
-    """`simwire serve` as a child process, paid on `chain`, optionally set to die at a step."""
+class Server(ServerProcess):
+    """A server paid on `chain`, with payment clocks made fast (and `env` on top)."""
 
     def __init__(self, database_url: str, chain: DevChain, **env: str) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        settings = {
-            "SIMWIRE_DATABASE_URL": database_url,
-            "SIMWIRE_CHAIN_RPC_URL": chain.rpc_url,
-            "SIMWIRE_CHAIN_ID": str(chain.chain_id),
-            "SIMWIRE_USDC_ADDRESS": chain.usdc,
-            "SIMWIRE_PAY_TO": chain.pay_to,
-            "SIMWIRE_RELAYER_KEY": chain.relayer_key,
-            "SIMWIRE_PAYMENT_LEASE_S": "1",
-            "SIMWIRE_PAYMENT_RECONCILE_INTERVAL_S": "0.3",
-            "SIMWIRE_PAYMENT_RETRY_WAIT_S": "3",
-            "SIMWIRE_RATE_LIMITS": "false",
-            "SIMWIRE_LOG_LEVEL": "WARNING",
-            **env,
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", self.url.rsplit(":", 1)[1]],
-            cwd=ROOT,
-            env={**os.environ, **settings},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        super().__init__(
+            database_url,
+            {
+                "SIMWIRE_CHAIN_RPC_URL": chain.rpc_url,
+                "SIMWIRE_CHAIN_ID": str(chain.chain_id),
+                "SIMWIRE_USDC_ADDRESS": chain.usdc,
+                "SIMWIRE_PAY_TO": chain.pay_to,
+                "SIMWIRE_RELAYER_KEY": chain.relayer_key,
+                "SIMWIRE_PAYMENT_LEASE_S": "1",
+                "SIMWIRE_PAYMENT_RECONCILE_INTERVAL_S": "0.3",
+                "SIMWIRE_PAYMENT_RETRY_WAIT_S": "3",
+                "SIMWIRE_RATE_LIMITS": "false",
+                **env,
+            },
         )
-
-    async def ready(self) -> None:
-        async def answers() -> bool:
-            assert self.process.poll() is None, "the server exited while starting"
-            try:
-                async with httpx.AsyncClient() as http:
-                    return (await http.get(f"{self.url}/readyz")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(answers, timeout_s=30, interval_s=0.1)
-
-    async def died_of_sigkill(self) -> bool:
-        await eventually(lambda: self.process.poll() is not None, timeout_s=30)
-        return self.process.returncode == -signal.SIGKILL
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(10)
 
 
 async def paid_header(http: httpx.AsyncClient, payer: LocalAccount, chain: DevChain) -> str:
@@ -134,7 +104,7 @@ async def crash_at(step: str, db: Database, chain: DevChain, payer: LocalAccount
             header = await paid_header(http, payer, chain)
             with pytest.raises(httpx.TransportError):
                 await pay(http, header)
-        assert await server.died_of_sigkill()
+        assert await server.exit_code() == -signal.SIGKILL
     finally:
         server.stop()
     return header
