@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from sqlalchemy import Boolean, Integer, Table, bindparam, func, select, update
+from sqlalchemy import Boolean, Integer, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -240,7 +240,7 @@ async def flush_seen(db: Database, states: list[SeenState]) -> None:
     if not states:
         return
     async with db.transaction() as session:
-        devices = cast(Table, Device.__table__)
+        devices = Device.metadata.tables["devices"]
         await session.execute(
             update(devices)
             .where(devices.c.id == bindparam("seen_device"))

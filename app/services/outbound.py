@@ -7,9 +7,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol, cast
+from typing import Protocol
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -20,7 +20,7 @@ from app.services.credits import refund_message
 from app.services.ids import new_id, utcnow
 
 # The table itself, for executemany statements (Core, not the ORM's bulk paths).
-_MESSAGES = cast(Table, Message.__table__)
+_MESSAGES = Message.metadata.tables["messages"]
 
 
 @dataclass(frozen=True)
