@@ -504,7 +504,9 @@ async def engine_run(
                 # flight when it stops, so its 202 count is a little lower).
                 stored = counts["total"]
                 sent_total = counts["by_status"].get("sent", 0)
-                outcome["sent_share_of_accepted"] = round(sent_total / stored, 3) if stored else None
+                outcome["sent_share_of_accepted"] = (
+                    round(sent_total / stored, 3) if stored else None
+                )
                 outcome["sent_in_window_share_of_accepted"] = (
                     round(counts["sent_in_window"] / stored, 3) if stored else None
                 )
