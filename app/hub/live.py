@@ -6,7 +6,7 @@ stays the record: all of it is rebuilt from there when the phone connects."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -158,76 +158,101 @@ class ClaimPlan:
     """One claim pass over a project's ready phones (in the order given): how many candidates
     to read, and `plan`, which gives them out round-robin over phones and their SIMs within
     each SIM's window room and each phone's in-flight cap, pinned messages only to their SIM,
-    unpinned ones only to unlocked SIMs. `plan` changes nothing: `apply` does, after commit."""
+    unpinned ones only to unlocked SIMs. Phones are looked at lazily, in turn, so a pass that
+    gives out a few messages costs a few phones' look, not all of them. `plan` changes no
+    phone: the hub records the claims after they are committed."""
 
     def __init__(
         self, phones: Sequence[PhoneState], limits: outbound.RateLimits, now: float
     ) -> None:
+        self.phones = phones
         self.limits = limits
         self.now = now
-        self.capacity: dict[str, int] = {}
-        self.room: dict[tuple[str, str], int] = {}
-        self.slots: list[_Slot] = []
-        for phone in phones:
-            state = phone
-            free = limits.device_max_in_flight - len(state.in_flight)
-            if free <= 0 or not state.sims:
-                continue
-            sims = state.sims
-            start = state.rotation % len(sims)
-            usable = False
-            for sim in sims[start:] + sims[:start]:
-                room = state.room(sim.id, limits, now)
-                if room > 0:
-                    self.room[(phone.device.id, sim.id)] = room
-                    self.slots.append(_Slot(phone, sim))
-                    usable = True
-            if usable:
-                self.capacity[phone.device.id] = free
+        cap = limits.device_max_in_flight
+        self.free = sum(cap - len(p.in_flight) for p in phones if len(p.in_flight) < cap)
 
     @property
     def max_candidates(self) -> int:
-        total = sum(self.capacity.values())
-        return 0 if total <= 0 else min(max(total * 2, 20), 5_000)
+        return 0 if self.free <= 0 else min(max(self.free * 2, 20), 5_000)
 
     def plan(
         self, candidates: list[outbound.Candidate], locked: frozenset[str]
     ) -> list[outbound.Claim]:
-        capacity = dict(self.capacity)
-        room = dict(self.room)
-        smallest = self.limits.smallest_window
-        open_slots = deque(s for s in self.slots if s.sim.id not in locked)
+        limits, now = self.limits, self.now
+        capacity: dict[str, int] = {}
+        room: dict[tuple[str, str], int] = {}
+        seen: list[_Slot] = []  # every slot looked at so far, in turn order
+        unused: deque[_Slot] = deque()  # looked at (by a pinned search) but not yet offered
+        offered: deque[_Slot] = deque()  # offered one message already, in turn order
+
+        def slots() -> Iterator[_Slot]:
+            for phone in self.phones:
+                free = limits.device_max_in_flight - len(phone.in_flight)
+                if free <= 0 or not phone.sims:
+                    continue
+                capacity[phone.device.id] = free
+                sims = phone.sims
+                start = phone.rotation % len(sims)
+                for sim in sims[start:] + sims[:start]:
+                    left = phone.room(sim.id, limits, now)
+                    if left > 0:
+                        room[(phone.device.id, sim.id)] = left
+                        slot = _Slot(phone, sim)
+                        seen.append(slot)
+                        yield slot
+
+        fresh = slots()
+
+        def usable(slot: _Slot, need: int) -> bool:
+            key = (slot.phone.device.id, slot.sim.id)
+            return capacity[key[0]] > 0 and room[key] >= need
+
+        def unpinned(need: int) -> _Slot | None:
+            # First every phone once, in turn; then again those with room left.
+            while True:
+                slot = unused.popleft() if unused else next(fresh, None)
+                if slot is None:
+                    break
+                if slot.sim.id in locked:
+                    continue
+                offered.append(slot)
+                if usable(slot, need):
+                    return slot
+            for _ in range(len(offered)):
+                slot = offered.popleft()
+                key = (slot.phone.device.id, slot.sim.id)
+                if capacity[key[0]] <= 0 or room[key] <= 0:
+                    continue  # used up for this pass: dropped
+                offered.append(slot)
+                if room[key] >= need:
+                    return slot
+            return None
+
+        def pinned(selector: str, need: int) -> _Slot | None:
+            for slot in seen:
+                if usable(slot, need) and outbound.sim_matches(selector, slot.sim):
+                    return slot
+            for slot in fresh:
+                unused.append(slot)
+                if usable(slot, need) and outbound.sim_matches(selector, slot.sim):
+                    return slot
+            return None
+
+        smallest = limits.smallest_window
         claims: list[outbound.Claim] = []
+        given = 0
         for message in candidates:
             # A message longer than the smallest window still goes out, alone in a fresh window.
             need = min(message.segment_count, smallest)
-            chosen = None
-            if message.sim_selector:
-                for slot in self.slots:
-                    key = (slot.phone.device.id, slot.sim.id)
-                    if (
-                        capacity.get(key[0], 0) > 0
-                        and room[key] >= need
-                        and outbound.sim_matches(message.sim_selector, slot.sim)
-                    ):
-                        chosen = slot
-                        break
-            else:
-                for _ in range(len(open_slots)):
-                    slot = open_slots.popleft()
-                    key = (slot.phone.device.id, slot.sim.id)
-                    if capacity.get(key[0], 0) <= 0 or room[key] <= 0:
-                        continue  # used up for this pass: dropped
-                    open_slots.append(slot)
-                    if room[key] >= need:
-                        chosen = slot
-                        break
+            selector = message.sim_selector
+            chosen = pinned(selector, need) if selector else unpinned(need)
             if chosen is None:
                 continue
             key = (chosen.phone.device.id, chosen.sim.id)
             capacity[key[0]] -= 1
             room[key] -= need
             claims.append(outbound.Claim(message, key[0], key[1]))
-            if not any(v > 0 for v in capacity.values()):
+            given += 1
+            if given >= self.free:
                 break
         return claims
