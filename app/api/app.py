@@ -25,6 +25,7 @@ from app.api.controllers.devices import (
     phone_socket,
     unlock_sim,
 )
+from app.api.controllers.events import list_events as list_events_route
 from app.api.controllers.health import healthz, readyz
 from app.api.controllers.keys import KeyController, current_project
 from app.api.controllers.messages import create_quote, send_messages
@@ -139,6 +140,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             topup_credits,
             ReadingController,
             list_messages,
+            list_events_route,
         ],
         dependencies={
             "db": Provide(lambda: database, sync_to_thread=False),

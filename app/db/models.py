@@ -295,3 +295,22 @@ class Payment(SQLModel, table=True):
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     created_at: datetime = Field(sa_type=UTCDateTime)
     settled_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class Event(SQLModel, table=True):
+    """One change a project's callers care about (`message.sent`, `device.online`, …), written
+    in the transaction of the change itself, so an event exists exactly when its change does
+    (the outbox webhooks deliver from). `data` is the object as the API returns it."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        sa.Index("ix_events_project_seq", "project_id", "seq"),
+        sa.Index("ix_events_project_type_seq", "project_id", "type", "seq"),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True, index=True)
+    project_id: str = Field(max_length=40, foreign_key="projects.id")
+    type: str = Field(max_length=64)
+    data: dict = Field(sa_type=sa.JSON)
+    created_at: datetime = Field(sa_type=UTCDateTime, index=True)
