@@ -17,6 +17,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.agent_docs import AGENT_DOC_ROUTES, ErrorDocsMiddleware
 from app.api.controllers.devices import (
     DeviceController,
     inbound_batch,
@@ -31,9 +32,11 @@ from app.api.controllers.keys import KeyController, current_project
 from app.api.controllers.messages import create_quote, send_messages
 from app.api.controllers.payments import topup_credits
 from app.api.controllers.reading import ReadingController, list_messages
+from app.api.controllers.wallet import WALLET_ROUTES
 from app.api.docs import docs_assets_router, swagger_plugin
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.input_guard import InputGuardMiddleware
+from app.api.mcp import build_mcp, mcp_mount
 from app.api.openapi import COMPONENTS
 from app.api.ratelimit import RateLimitMiddleware, RequestLimits
 from app.db.engine import Database
@@ -95,6 +98,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     settlements = Settlements(database, settings, payments, hub) if payments.enabled else None
     rate_limits = RequestLimits(settings)
     purge = PurgeSweep(database, settings)
+    agents_mcp = build_mcp(database, settings, hub, payments)
+    mcp_endpoint = mcp_mount(agents_mcp, settings)
     access = access_cache.cache_for(database, settings.access_cache_ttl_s)
 
     @asynccontextmanager
@@ -106,8 +111,10 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
                 payments.start()
                 purge.start()
                 try:
-                    async with reconciliation_running(
-                        settlements, settings.payment_reconcile_interval_s
+                    await payments.check_facilitator()
+                    async with (
+                        reconciliation_running(settlements, settings.payment_reconcile_interval_s),
+                        agents_mcp.session_manager.run(),
                     ):
                         yield
                 finally:
@@ -141,6 +148,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             ReadingController,
             list_messages,
             list_events_route,
+            *WALLET_ROUTES,
+            *AGENT_DOC_ROUTES,
+            mcp_endpoint,
         ],
         dependencies={
             "db": Provide(lambda: database, sync_to_thread=False),
@@ -160,6 +170,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             RequestLogMiddleware(),
+            ErrorDocsMiddleware(settings),
             RateLimitMiddleware(rate_limits),
             InputGuardMiddleware(),
         ],

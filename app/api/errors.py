@@ -62,14 +62,39 @@ def error_response(
     return Response(content=body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
-def simwire_error_handler(_: Request[Any, Any, Any], exc: errors.SimwireError) -> Response[Any]:
+def documented(request: Request[Any, Any, Any], response: Response[Any]) -> Response[Any]:
+    """A 4xx error body with `docs_url`: its code's entry in docs/errors.md, served at
+    `/docs/errors#<code>` of this server (`SIMWIRE_PUBLIC_URL`, else the request's base URL).
+    Bodies written elsewhere (the x402 offers, the rate limiter) get it from
+    `app.api.agent_docs.ErrorDocsMiddleware`."""
+    body, status = response.content, response.status_code or 0
+    if 400 <= status < 500 and isinstance(body, dict) and "error" in body:
+        from app.api.agent_docs import docs_url, public_base
+
+        settings = request.app.state.get("settings")
+        if settings is not None:
+            base = public_base(settings, request=request)
+            body.setdefault("docs_url", docs_url(base, str(body["error"])))
+    return response
+
+
+def simwire_error_handler(
+    request: Request[Any, Any, Any], exc: errors.SimwireError
+) -> Response[Any]:
     headers = {}
     if isinstance(exc, errors.RateLimited):
         headers["Retry-After"] = str(exc.details.get("retry_after_s", 1))
-    return error_response(status_for(exc), exc.code, exc.message, headers or None, **exc.details)
+    return documented(
+        request,
+        error_response(status_for(exc), exc.code, exc.message, headers or None, **exc.details),
+    )
 
 
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    return documented(request, _http_error(request, exc))
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     if isinstance(exc, ValidationException):
         return error_response(

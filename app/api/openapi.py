@@ -72,6 +72,8 @@ KEY_SECURITY: list[SecurityRequirement] = [{"bearerKey": []}, {"apiKeyHeader": [
 # Routes where the key is optional: anonymous callers quote, pay per call and read paid requests.
 OPTIONAL_KEY_SECURITY: list[SecurityRequirement] = [*KEY_SECURITY, {}]
 DEVICE_SECURITY: list[SecurityRequirement] = [{"deviceToken": []}]
+# Wallet routes: a Sign-In-With-X proof from the wallet that paid (no key, no account).
+WALLET_SECURITY: list[SecurityRequirement] = [{"signInWithX": []}]
 
 COMPONENTS = Components(
     security_schemes={
@@ -85,6 +87,16 @@ COMPONENTS = Components(
             name="X-Api-Key",
             security_scheme_in="header",
             description="The same API key in `X-Api-Key`",
+        ),
+        "signInWithX": SecurityScheme(
+            type="apiKey",
+            name="SIGN-IN-WITH-X",
+            security_scheme_in="header",
+            description=(
+                "Base64 JSON of a Sign-In-With-X payload (x402 `sign-in-with-x` extension, "
+                "EIP-4361) signed by the wallet that paid; without it the 401 carries a "
+                "challenge to sign"
+            ),
         ),
         "deviceToken": SecurityScheme(
             type="http",
@@ -226,9 +238,25 @@ def body_schema(struct: type[msgspec.Struct], **properties: dict[str, Any]) -> d
     return schema
 
 
+def _with_to_number(schema: dict[str, Any]) -> dict[str, Any]:
+    """A one-body form that also takes `to_number` (the pay-per-call reference API's name for
+    `to`): exactly one of the two."""
+    schema["properties"]["to_number"] = {
+        **schema["properties"]["to"],
+        "description": "The same as `to`, under the name the pay-per-call reference API uses",
+    }
+    schema["required"] = [name for name in schema["required"] if name != "to"]
+    schema["oneOf"] = [
+        {"required": ["to"], "not": {"required": ["to_number"]}},
+        {"required": ["to_number"], "not": {"required": ["to"]}},
+    ]
+    return schema
+
+
 def _send_schema() -> dict[str, Any]:
     schema = _inline(SendOneIn, SendBatchIn)
     # `messages` decides which form it is; the one-body form never carries it.
+    schema["oneOf"][0] = _with_to_number(schema["oneOf"][0])
     schema["oneOf"][0]["not"] = {"required": ["messages"]}
     return schema
 
@@ -249,7 +277,7 @@ def typed_body(schema: dict[str, Any]) -> type[Operation]:
 
 
 SEND_BODY = typed_body(_send_schema())
-QUOTE_BODY = typed_body(_inline(QuoteIn))
+QUOTE_BODY = typed_body(_with_to_number(_inline(QuoteIn)))
 TOPUP_BODY = typed_body(_inline(TopupIn))
 SCOPE_LIST = {
     "anyOf": [

@@ -271,6 +271,9 @@ class Payment(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("network", "payer", "nonce", name="uq_payments_authorization"),
         sa.UniqueConstraint("network", "tx_hash", name="uq_payments_tx_hash"),
+        sa.UniqueConstraint(
+            "network", "payer", "payment_identifier", name="uq_payments_identifier"
+        ),
         sa.Index("ix_payments_status", "status"),
     )
 
@@ -295,6 +298,22 @@ class Payment(SQLModel, table=True):
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     created_at: datetime = Field(sa_type=UTCDateTime)
     settled_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    # The x402 payment-identifier extension's id: a paid retry naming it gets this payment's
+    # outcome instead of paying again (unique per payer on a network).
+    payment_identifier: str | None = Field(default=None, max_length=128)
+
+
+class SignInNonce(SQLModel, table=True):
+    """A Sign-In-With-X nonce already used: each signs a wallet in once. Kept until the
+    message it came in has expired (`expires_at`), after which the message is refused anyway."""
+
+    __tablename__ = "sign_in_nonces"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    nonce: str = Field(max_length=128, unique=True, index=True)
+    address: str = Field(max_length=64)
+    used_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
 
 
 class Event(SQLModel, table=True):

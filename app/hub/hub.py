@@ -25,6 +25,7 @@ from app.domain import statuses
 from app.domain.errors import Unauthorized
 from app.faults import crash_point
 from app.hub import protocol
+from app.hub.inbound_signal import InboundSignal
 from app.hub.limits import PhoneLimits
 from app.hub.live import ClaimPlan, DeviceRef, LiveSim, PhoneState, longest_span_s
 from app.logs import get_logger
@@ -129,6 +130,8 @@ class Hub:
         self._inbox: list[tuple[PhoneConnection, _Frame]] = []
         self._inbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Waiters for a project's next inbound SMS (app/services/agents.py).
+        self.inbound = InboundSignal()
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -178,6 +181,11 @@ class Hub:
         self.wake_local(project_id)
         self._publish({"project_id": project_id}, DISPATCH_CHANNEL)
 
+    def notify_inbound(self, project_id: str) -> None:
+        """Called after a commit that stored inbound SMS: wakes their waiters everywhere."""
+        self.inbound.fire(project_id)
+        self._publish({"inbound": project_id}, DISPATCH_CHANNEL)
+
     async def disconnect_device(self, device_id: str) -> None:
         """Closes a revoked device's socket wherever it is connected."""
         await self._close_local(device_id)
@@ -206,6 +214,8 @@ class Hub:
                     self.wake_local(str(payload["project_id"]))
                 elif "revoked" in payload:
                     await self._close_local(str(payload["revoked"]))
+                elif "inbound" in payload:
+                    self.inbound.fire(str(payload["inbound"]))
         finally:
             with contextlib.suppress(Exception):
                 await self.channels.unsubscribe(subscriber)
@@ -578,6 +588,8 @@ class Hub:
         for index, (_, frame) in enumerate(batch):
             if isinstance(frame, protocol.Inbound):
                 answers[index].append(protocol.frame("inbound_ack", id=frame.message.id))
+        for project_id in {item.project_id for item in inbound}:
+            self.notify_inbound(project_id)
         for index, report, outcome in zip(report_index, reports, outcomes, strict=True):
             connection = batch[index][0]
             answers[index] = self._answer(connection, report, outcome)

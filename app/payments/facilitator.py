@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 from pydantic import ValidationError
-from x402.schemas import PaymentPayload, PaymentRequirements, SettleResponse
+from x402.schemas import PaymentPayload, PaymentRequirements, SettleResponse, SupportedResponse
 from x402.schemas.v1 import PaymentPayloadV1, PaymentRequirementsV1
 
 from app.payments.chain import ChainClient, Settlement, TxHashHook
@@ -26,6 +26,10 @@ _TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _REASON = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
 # Failure reasons that do not say the money stayed where it was.
 _PENDING_REASONS = {"settlement_pending"}
+
+
+class FacilitatorMismatch(RuntimeError):
+    """The configured facilitator cannot settle on our network: a start-up error."""
 
 
 class FacilitatorClient:
@@ -60,6 +64,35 @@ class FacilitatorClient:
 
     async def close(self) -> None:
         await self._http.aclose()
+
+    async def check_supported(self) -> bool:
+        """Asks the facilitator's `GET /supported` whether it settles `exact` payments on our
+        network (x402 v2). Raises `FacilitatorMismatch` when it answers without our network
+        (naming what it offers instead) or answers something that is not a `/supported`
+        list: a server that cannot settle through it must not start. False when it cannot be
+        reached now (each payment then answers 503 `facilitator_unavailable` until it can)."""
+        network = self.chain.network.network
+        try:
+            response = await self._http.get(f"{self.url}/supported", timeout=10.0)
+        except httpx.HTTPError:
+            return False
+        try:
+            response.raise_for_status()
+            supported = SupportedResponse.model_validate(response.json())
+        except (httpx.HTTPError, ValueError, ValidationError) as exc:
+            raise FacilitatorMismatch(
+                f"SIMWIRE_FACILITATOR_URL={self.url}: GET /supported did not answer the list "
+                f"of what it settles ({exc!r}); a standard x402 facilitator must"
+            ) from exc
+        kinds = [(k.x402_version, k.scheme, k.network) for k in supported.kinds]
+        if not any(v == 2 and s == SCHEME_EXACT and n == network for v, s, n in kinds):
+            offered = ", ".join(f"v{v} {s} on {n}" for v, s, n in kinds) or "nothing"
+            raise FacilitatorMismatch(
+                f"SIMWIRE_FACILITATOR_URL={self.url} does not settle x402 v2 `exact` payments "
+                f"on {network} (it supports: {offered}); point it at a facilitator for "
+                f"{network} or change SIMWIRE_CHAIN_ID"
+            )
+        return True
 
     async def settle(
         self,

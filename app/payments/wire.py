@@ -106,13 +106,39 @@ def payment_required_header(
     mime_type: str = "application/json",
     error: str = "payment required",
     extra: Mapping[str, Any] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> str:
     """The v2 `PAYMENT-REQUIRED` header value: base64 of the `PaymentRequired` JSON.
 
     `extra` (e.g. `{"quote": {...}}`) is merged into each offer's `extra` next to the token's
-    EIP-712 `name` and `version`, which clients need to sign.
+    EIP-712 `name` and `version`, which clients need to sign. `extensions` are the x402
+    extensions the offer declares (bazaar, sign-in-with-x, payment-identifier).
     """
-    offer = PaymentRequired(
+    return encode_payment_required_header(
+        payment_required(
+            requirements,
+            resource_url=resource_url,
+            description=description,
+            mime_type=mime_type,
+            error=error,
+            extra=extra,
+            extensions=extensions,
+        )
+    )
+
+
+def payment_required(
+    requirements: Sequence[PaymentRequirement],
+    *,
+    resource_url: str,
+    description: str = "",
+    mime_type: str = "application/json",
+    error: str = "payment required",
+    extra: Mapping[str, Any] | None = None,
+    extensions: Mapping[str, Any] | None = None,
+) -> PaymentRequired:
+    """The v2 `PaymentRequired` (what the header carries, and an MCP tool result)."""
+    return PaymentRequired(
         x402_version=2,
         error=error,
         resource=ResourceInfo(url=resource_url, description=description, mime_type=mime_type),
@@ -128,8 +154,8 @@ def payment_required_header(
             )
             for r in requirements
         ],
+        extensions=dict(extensions) if extensions else None,
     )
-    return encode_payment_required_header(offer)
 
 
 def payment_required_body_v1(

@@ -30,6 +30,7 @@ from app.domain.errors import Conflict, InsufficientCredits
 from app.faults import crash_point
 from app.services import quoting
 from app.services.ids import new_id, utcnow
+from app.services.quote_terms import prepared_terms
 from app.settings import Settings
 
 MAX_CREDIT_RECIPIENTS = 1000
@@ -57,12 +58,16 @@ def accepted_response(
     request: MessageRequest,
     messages: Sequence[Message],
     charged_atomic: int,
+    terms: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The 202 body; `terms` (app/services/quote_terms.py) state the price as every quote
+    does (`segment_count` is then the segments of one copy)."""
     return response_body(
         request.id,
         request.segment_count,
         [(m.id, m.to_number, m.status, m.segment_count, m.price_atomic) for m in messages],
         charged_atomic,
+        terms,
     )
 
 
@@ -71,12 +76,14 @@ def response_body(
     segment_count: int,
     messages: Sequence[tuple[str, str, str, int, int]],
     charged_atomic: int,
+    terms: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The 202 body from plain values: each message as (id, to, status, segments, price)."""
     return {
         "request_id": request_id,
         "status": "processing",
         "segment_count": segment_count,
+        **(terms or {}),
         "charged_atomic": charged_atomic,
         "messages": [
             {"id": m[0], "to": m[1], "status": m[2], "segments": m[3], "price_atomic": m[4]}
@@ -200,6 +207,7 @@ def _pending_send(
         prepared.segment_count,
         messages,
         prepared.total_atomic,
+        prepared_terms(prepared),
     )
     key = options.idempotency_key
     request_row = {

@@ -13,6 +13,7 @@ _MALFORMED = {"malformed_payment", "unsupported_version", "quote_required"}
 _CONFLICT = {
     "authorization_used",
     "authorization_released",
+    "payment_identifier_reused",
     "quote_used",
     "settlement_in_progress",
     "tx_already_used",
@@ -83,6 +84,8 @@ class PaymentOffer:
     header_v2: str
     body_v1: dict[str, Any]
     quote: dict[str, Any]
+    payment_required: dict[str, Any] | None = None
+    """The v2 `PaymentRequired` as JSON (what the header encodes; an MCP tool's 402 result)."""
 
 
 class X402PaymentRequired(PaymentRequired):

@@ -12,6 +12,7 @@ from sqlmodel import col
 from app.db.engine import Database
 from app.db.models import Organization, Project
 from app.domain.errors import Unavailable
+from app.logs import get_logger
 from app.payments.chain import ChainClient, Settlement, TxHashHook
 from app.payments.facilitator import FacilitatorClient
 from app.payments.networks import NetworkConfig, network_config
@@ -19,6 +20,8 @@ from app.payments.requirements import PaymentRequirement
 from app.payments.wire import DecodedPayment
 from app.services.ids import new_id, utcnow
 from app.settings import Settings
+
+log = get_logger("simwire.x402")
 
 
 def network_from_settings(settings: Settings) -> NetworkConfig | None:
@@ -70,6 +73,17 @@ class PaymentRuntime:
             self._chain = ChainClient(self.network)
             if self.uses_facilitator:
                 self._facilitator = FacilitatorClient(self._chain)
+
+    async def check_facilitator(self) -> None:
+        """With a facilitator configured, checks at start that it supports our network
+        (raises `FacilitatorMismatch` otherwise)."""
+        self.start()
+        if self._facilitator is not None and not await self._facilitator.check_supported():
+            log.warning(
+                "facilitator_unreachable_at_start",
+                url=self._facilitator.url,
+                note="payments answer 503 facilitator_unavailable until it can be reached",
+            )
 
     async def settle(
         self,

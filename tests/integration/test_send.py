@@ -51,7 +51,8 @@ async def test_send_is_charged_dispatched_sent_and_delivered(settings, db, tmp_p
                 assert response.status_code == 202, response.text
                 body = response.json()
                 assert body["status"] == "processing" and body["charged_atomic"] == 2 * RATE
-                assert body["segment_count"] == 2 and len(body["messages"]) == 2
+                assert body["segment_count"] == 1 and body["recipient_count"] == 2
+                assert body["messaging_fee_atomic"] == 2 * RATE and len(body["messages"]) == 2
                 for sent in body["messages"]:
                     await eventually(lambda m=sent["id"]: _status(db, m, "delivered"))
         finally:
@@ -120,7 +121,9 @@ async def test_insufficient_credits_charges_nothing_of_a_bulk_request(client, db
         headers=tenant.headers,
     )
     assert response.status_code == 402
-    assert response.json() | {"message": ""} == {
+    body = response.json()
+    assert body.pop("docs_url").endswith("/docs/errors#insufficient_credits")
+    assert body | {"message": ""} == {
         "error": "insufficient_credits",
         "message": "",
         "balance_atomic": 2 * RATE,

@@ -167,9 +167,10 @@ async def test_offer_carries_v2_header_v1_body_and_the_quote(rig: Rig) -> None:
     quote = body["quote"]
     assert quote["quote_id"].startswith("quo_")
     assert accepted["extra"]["quote"]["quote_id"] == quote["quote_id"]
-    assert quote["recipient_count"] == 2 and quote["segment_count"] == 2
+    assert quote["recipient_count"] == 2 and quote["segment_count"] == 1
     assert quote["message_length"] == len(SEND["message"]) and quote["encoding"]
-    assert quote["per_message_rate"] == "0.035" and quote["messaging_fee"] == "0"
+    assert quote["per_message_rate"] == "0.035" and quote["messaging_fee"] == "0.07"
+    assert quote["request_fee"] == "0" and quote["recipient_fee"] == "0"
     assert quote["total"] == "0.07" and quote["total_atomic"] == 2 * PRICE
 
 

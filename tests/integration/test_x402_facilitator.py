@@ -16,7 +16,7 @@ import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from litestar import Litestar, Response, post
+from litestar import Litestar, Response, get, post
 from sqlalchemy import func, select
 from x402 import x402Client
 from x402.http.clients import x402HttpxClient
@@ -89,7 +89,16 @@ class FakeFacilitator:
             }
             return Response(body, status_code=200)
 
-        return Litestar([settle])
+        @get("/supported")
+        async def supported() -> dict[str, Any]:
+            network = self.chain.network.network
+            return {
+                "kinds": [{"x402Version": 2, "scheme": "exact", "network": network}],
+                "extensions": [],
+                "signers": {},
+            }
+
+        return Litestar([settle, supported])
 
 
 @pytest.fixture(scope="module")

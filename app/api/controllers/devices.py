@@ -275,5 +275,7 @@ async def inbound_batch(
             ReceivedSms(sms.id, sms.address, sms.body, ms_to_datetime(sms.date), sms.sim_slot),
         )
         stored += int(new)
+        if new:
+            hub.notify_inbound(device.project_id)
         acked.append(sms.id)
     return InboundBatchOut(acked=acked, stored=stored)

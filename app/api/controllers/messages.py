@@ -35,6 +35,7 @@ from app.hub.hub import Hub
 from app.payments.wire import PAYMENT_REQUIRED_HEADER
 from app.services import devices, quoting, sending
 from app.services.projects import AuthContext
+from app.services.quote_terms import prepared_terms
 from app.services.x402 import X402Gateway
 from app.services.x402_runtime import PaymentRuntime, x402_project_id
 from app.settings import Settings
@@ -85,6 +86,7 @@ def parse_drafts(
             '{"to": "+14155550100", "message": "Hello"}',
             missing_fields=["to", "message"],
         )
+    payload = _to_alias(payload)
     if "messages" in payload and batch_fields is None:
         raise UnknownField(
             "this request takes one message, not `messages`",
@@ -111,6 +113,15 @@ def parse_drafts(
     body = _text(payload["message"], "message")
     tag = _optional_text(payload, "tag")
     return [quoting.Draft(to, body, tag) for to in _recipients(payload["to"])]
+
+
+def _to_alias(payload: dict[str, Any]) -> dict[str, Any]:
+    """`to_number` (the pay-per-call reference API's name) is `to` under another name."""
+    if "to_number" not in payload or "messages" in payload:
+        return payload
+    if "to" in payload:
+        raise InvalidBody("give the recipients as `to` or as its alias `to_number`, not both")
+    return {("to" if name == "to_number" else name): value for name, value in payload.items()}
 
 
 def _whole_number(value: Any) -> int | None:
@@ -312,9 +323,7 @@ def quote_response(
         ],
         "per_segment_rate": pricing.format_usdc(quote.per_segment_rate_atomic),
         "fees": pricing.format_usdc(prepared.fees_atomic),
-        "total": pricing.format_usdc(prepared.total_atomic),
-        "total_atomic": prepared.total_atomic,
-        "currency": "USDC",
+        **prepared_terms(prepared),
         "expires_at": quote.expires_at,
         "allowed": prepared.allowed,
         "blocked": [
@@ -327,6 +336,8 @@ def quote_response(
             for b in prepared.blocked
         ],
     }
+    # One copy's segments, also when every recipient is blocked (no line is priced).
+    response["segment_count"] = plan.segment_count
     if explain:
         response["parts"] = [
             {"text": text, "units": units}

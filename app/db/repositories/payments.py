@@ -31,6 +31,17 @@ class PaymentRepository:
         )
         return result.scalar_one_or_none()
 
+    async def find_identifier(self, network: str, payer: str, identifier: str) -> Payment | None:
+        """The payer's payment that carried this x402 payment identifier."""
+        result = await self.session.execute(
+            select(Payment).where(
+                col(Payment.network) == network,
+                col(Payment.payer) == payer,
+                col(Payment.payment_identifier) == identifier,
+            )
+        )
+        return result.scalar_one_or_none()
+
     async def tx_recorded(self, network: str, tx_hash: str) -> bool:
         result = await self.session.execute(
             select(col(Payment.id)).where(

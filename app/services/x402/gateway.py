@@ -46,6 +46,8 @@ from app.services.x402.quotes import (
     check_quote_usable,
     check_send_quote,
     find_quote,
+    get_quote,
+    payment_identifier_of,
     quote_id_of,
 )
 from app.services.x402.settlement import QueueNotifier, Settlements
@@ -190,11 +192,14 @@ class X402Gateway:
         payment = wire.decode_payment(header)
         network = self.network.network
         payer = payment.from_address.lower()
+        identifier = payment_identifier_of(header)
+        prior: Payment | None = None
         async with self.db.sessions() as session:
-            held = await PaymentRepository(session).find_authorization(
-                network, payer, payment.nonce
-            )
-            if held is None:
+            repo = PaymentRepository(session)
+            held = await repo.find_authorization(network, payer, payment.nonce)
+            if held is None and identifier is not None:
+                prior = await repo.find_identifier(network, payer, identifier)
+            if held is None and prior is None:
                 quote = await find_quote(
                     session,
                     quote_id_of(payment) or presented.quote_id,
@@ -206,7 +211,9 @@ class X402Gateway:
                     payer=payer,
                 )
         if held is not None:
-            return await self._answer_again(held, header, payment)
+            return await self._answer_again(held, header, payment, purchase)
+        if prior is not None:
+            return await self._answer_identified(prior, payment, purchase)
         purchase.matches(quote)
         check_quote_usable(quote, utcnow())
         requirement = self.settlements.requirement(quote.total_atomic - quote.credit_atomic)
@@ -231,34 +238,70 @@ class X402Gateway:
             request_id=purchase.order.get("request_id"),
             order=purchase.order,
             created_at=utcnow(),
+            payment_identifier=identifier,
         )
         try:
             await self.settlements.reserve(row, quote)
         except IntegrityError as exc:
             async with self.db.sessions() as session:
-                held = await PaymentRepository(session).find_authorization(
-                    network, payer, payment.nonce
-                )
-            if held is None:
-                raise PaymentInvalid(
-                    "authorization_used", "this authorization is already being settled"
-                ) from exc
-            return await self._answer_again(held, header, payment)
+                repo = PaymentRepository(session)
+                held = await repo.find_authorization(network, payer, payment.nonce)
+                if held is None and identifier is not None:
+                    prior = await repo.find_identifier(network, payer, identifier)
+            if held is not None:
+                return await self._answer_again(held, header, payment, purchase)
+            if prior is not None:
+                return await self._answer_identified(prior, payment, purchase)
+            raise PaymentInvalid(
+                "authorization_used", "this authorization is already being settled"
+            ) from exc
         outcome = await self.settlements.settle(row, payment)
         return paid_result(row, outcome, self.network)
 
     async def _answer_again(
-        self, held: Payment, header: str, payment: wire.DecodedPayment
+        self, held: Payment, header: str, payment: wire.DecodedPayment, purchase: _Purchase
     ) -> PaidResult:
         """A payment we already hold, presented again (a retry after a lost answer or a
         crash): the outcome it had, or the one it now comes to. Only the very header that
-        was reserved, and — once settled — only one that names its quote: a v1 header can
-        be rebuilt from the settled transaction by anyone, so it proves nothing then."""
+        was reserved, for the very request it paid, and — once settled — only one that names
+        its quote: a v1 header can be rebuilt from the settled transaction by anyone, so it
+        proves nothing then."""
         names_quote = quote_id_of(payment) is not None
         if held.header != header or (held.status == SETTLED and not names_quote):
             raise PaymentInvalid("authorization_used", "this authorization already paid")
+        if not await self._paid_for(held, purchase):
+            raise PaymentInvalid(
+                "authorization_used", "this authorization already paid for another request"
+            )
         outcome = await self.settlements.answer_again(held, payment, may_read_outcome=names_quote)
         return paid_result(held, outcome, self.network)
+
+    async def _answer_identified(
+        self, prior: Payment, payment: wire.DecodedPayment, purchase: _Purchase
+    ) -> PaidResult:
+        """A new authorization carrying the payment identifier of a payment we hold: a retry
+        of that paid call, so it gets that call's outcome and this authorization is neither
+        reserved nor settled. It must be a valid authorization from the same payer for the same
+        amount (that proves the wallet), for the same request."""
+        requirement = self.settlements.requirement(prior.amount_atomic)
+        await asyncio.to_thread(verify_authorization, payment, requirement, int(self._now()))
+        if prior.header is None or not await self._paid_for(prior, purchase):
+            raise PaymentInvalid(
+                "payment_identifier_reused",
+                "this payment identifier already paid for another request; use a new one",
+            )
+        first = wire.decode_payment(prior.header)
+        outcome = await self.settlements.answer_again(prior, first, may_read_outcome=True)
+        log.info("x402_identified_retry", payment_id=prior.id, purpose=purchase.purpose)
+        return paid_result(prior, outcome, self.network)
+
+    async def _paid_for(self, held: Payment, purchase: _Purchase) -> bool:
+        """Whether `held` paid a quote for the same thing `purchase` asks for."""
+        if held.purpose != purchase.purpose:
+            return False
+        async with self.db.sessions() as session:
+            quote = await get_quote(session, held.quote_id)
+        return quote.body_sha256 == purchase.body_sha256 and quote.project_id == purchase.project_id
 
     async def _collect_transfer(
         self, presented: PresentedPayment, purchase: _Purchase

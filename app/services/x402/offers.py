@@ -6,6 +6,8 @@ import re
 from datetime import timedelta
 from typing import Any
 
+from x402.http import encode_payment_required_header
+
 from app.db.engine import Database
 from app.db.models import StoredQuote
 from app.domain import pricing
@@ -15,6 +17,8 @@ from app.payments.networks import NetworkConfig
 from app.payments.requirements import PaymentRequirement
 from app.services import credits, quoting
 from app.services.ids import iso_utc, new_id, utcnow
+from app.services.quote_terms import prepared_terms
+from app.services.x402 import discovery
 from app.services.x402.common import PAYER_HEADER, SEND, TOPUP
 from app.services.x402_errors import PaymentOffer, X402PaymentRequired
 from app.settings import Settings
@@ -58,14 +62,9 @@ async def send_offer(
     first = prepared.items[0]
     details = {
         "quote_id": quote.id,
-        "recipient_count": len(prepared.items),
         "message_length": first.plan.characters,
-        "segment_count": prepared.segment_count,
         "encoding": first.plan.encoding,
-        "per_message_rate": pricing.format_usdc(max(i.price_atomic for i in prepared.items)),
-        "messaging_fee": pricing.format_usdc(prepared.fees_atomic),
-        "total": pricing.format_usdc(total),
-        "total_atomic": total,
+        **prepared_terms(prepared),
         "expires_at": iso_utc(quote.expires_at),
     }
     if credit > 0:
@@ -76,10 +75,21 @@ async def send_offer(
             "amount_due": pricing.format_usdc(total - credit),
             "amount_due_atomic": total - credit,
         }
-    segments = prepared.segment_count
-    description = f"{len(prepared.items)} SMS, {segments} segment{'s' * (segments != 1)}"
+    segments = details["segment_count"]
+    description = (
+        f"{len(prepared.items)} SMS of {segments} segment{'s' * (segments != 1)}: "
+        + discovery.SEND_DESCRIPTION
+    )
     return X402PaymentRequired(
-        _offer(settings, network, total - credit, details, resource_url, description),
+        _offer(
+            settings,
+            network,
+            total - credit,
+            details,
+            resource_url,
+            description,
+            discovery.send_bazaar(),
+        ),
         f"pay {pricing.format_usdc(total - credit)} USDC with x402 to send (quote {quote.id})",
     )
 
@@ -121,9 +131,20 @@ async def topup_offer(
         "total_atomic": amount_atomic,
         "expires_at": iso_utc(quote.expires_at),
     }
-    description = f"{pricing.format_usdc(amount_atomic)} USDC of Simwire credits"
+    description = (
+        f"{pricing.format_usdc(amount_atomic)} USDC of Simwire credits. "
+        + discovery.TOPUP_DESCRIPTION
+    )
     return X402PaymentRequired(
-        _offer(settings, network, amount_atomic, details, resource_url, description),
+        _offer(
+            settings,
+            network,
+            amount_atomic,
+            details,
+            resource_url,
+            description,
+            discovery.topup_bazaar(),
+        ),
         f"pay {pricing.format_usdc(amount_atomic)} USDC with x402 to top up (quote {quote.id})",
     )
 
@@ -139,19 +160,45 @@ def _offer(
     quote: dict[str, Any],
     resource_url: str,
     description: str,
+    bazaar: dict[str, Any],
 ) -> PaymentOffer:
+    """The 402 in every form a client may read: the v2 `PaymentRequired` (header, MCP), the
+    v1 body, and the pay-per-call reference API's `context` and `payment_request`."""
     requirement = PaymentRequirement(network, amount_atomic, settings.payment_timeout_s)
+    extensions = discovery.offer_extensions(network, resource_url, bazaar)
     kwargs: dict[str, Any] = {
         "resource_url": resource_url,
         "description": description,
+        "mime_type": discovery.MIME_TYPE,
         "error": "payment_required",
         "extra": {"quote": quote},
     }
-    header = wire.payment_required_header([requirement], **kwargs)
+    required = wire.payment_required([requirement], extensions=extensions, **kwargs)
+    header = encode_payment_required_header(required)
     body = wire.payment_required_body_v1([requirement], **kwargs)
     body["message"] = f"payment required: {description}"
     body["quote"] = quote
-    return PaymentOffer(header_v2=header, body_v1=body, quote=quote)
+    body["context"] = {**quote, "tool": "sms"}
+    body["payment_request"] = {
+        "chain_id": network.chain_id,
+        "network": network.network,
+        "token_address": network.usdc_address,
+        "amount": pricing.format_usdc(amount_atomic),
+        "amount_atomic": amount_atomic,
+        "recipient": network.pay_to,
+    }
+    body["resource"] = {
+        "url": resource_url,
+        "description": description,
+        "mimeType": discovery.MIME_TYPE,
+    }
+    body["extensions"] = extensions
+    return PaymentOffer(
+        header_v2=header,
+        body_v1=body,
+        quote=quote,
+        payment_required=required.model_dump(mode="json", by_alias=True, exclude_none=True),
+    )
 
 
 def _payer_hint(value: str | None) -> str | None:

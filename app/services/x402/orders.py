@@ -13,6 +13,7 @@ from app.domain import ledger, pricing
 from app.payments.networks import NetworkConfig
 from app.services import credits, outbound, quoting, sending
 from app.services.ids import utcnow
+from app.services.quote_terms import prepared_terms
 from app.services.x402.common import SEND, TOPUP, Outcome, payment_out
 
 
@@ -25,6 +26,7 @@ def send_order(
         "request_id": request_id,
         "ttl_s": ttl_s,
         "segment_count": prepared.segment_count,
+        "terms": prepared_terms(prepared),
         "items": [
             {
                 "to": item.to,
@@ -90,7 +92,7 @@ async def _queue_send(
         ttl_s=order["ttl_s"],
         billing="x402",
     )
-    body = sending.accepted_response(request, messages, quote.total_atomic)
+    body = sending.accepted_response(request, messages, quote.total_atomic, order.get("terms"))
     body["payment"] = payment_out(payment, quote, network)
     request.response = body
     return Outcome(202, body)

@@ -7,6 +7,9 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
+from x402.extensions.payment_identifier import extract_payment_identifier
+from x402.http.utils import safe_base64_decode
+from x402.schemas import PaymentPayload
 
 from app.db.models import StoredQuote
 from app.payments import wire
@@ -82,6 +85,16 @@ def quote_id_of(payment: wire.DecodedPayment) -> str | None:
     if isinstance(quote, dict) and isinstance(quote.get("quote_id"), str):
         return str(quote["quote_id"])
     return None
+
+
+def payment_identifier_of(header: str) -> str | None:
+    """The x402 payment-identifier extension's `id` a v2 payment carries (None for v1, or
+    when absent or not a valid identifier)."""
+    try:
+        payload = PaymentPayload.model_validate_json(safe_base64_decode(header))
+    except (ValueError, TypeError):
+        return None
+    return extract_payment_identifier(payload)
 
 
 def check_send_quote(quote: StoredQuote, prepared: quoting.PreparedSend) -> None:
