@@ -1,0 +1,1 @@
+"""Outgoing signed callbacks: endpoint secrets, URL rules, signatures."""
