@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     # socket peer is the client. A JSON list or comma-separated.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Operator key that encrypts webhook signing secrets at rest: any string of 32 or more
+    # characters, kept out of the repo. Webhooks cannot be created or rotated while it is unset.
+    secret_key: SecretStr | None = Field(default=None, min_length=32)
+    # Allow `http` webhook URLs and loopback/private targets: local development and tests only.
+    webhook_allow_private: bool = False
+
     # Purge sweep: how often, and how long each kind of data is kept (0 keeps it forever).
     purge_interval_s: float = 300.0
     quote_retention_s: int = 86_400

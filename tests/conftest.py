@@ -28,6 +28,8 @@ from app.settings import Settings
 from tests.support.postgres import start_postgres
 
 ENGINES = ["sqlite", "postgresql"]
+# The operator key the test servers seal webhook secrets with.
+TEST_SECRET_KEY = "test-operator-key-0123456789abcdef0123456789abcdef"
 T = TypeVar("T")
 
 
@@ -133,7 +135,15 @@ async def database_url(
 def settings(database_url: str) -> Settings:
     # Request limits are off here: many tests fire hundreds of requests at once on purpose.
     # tests/integration/test_rate_limits.py turns them on with real budgets.
-    return Settings(database_url=database_url, log_json=True, rate_limits=False)
+    # Webhook tests deliver to receivers on loopback; tests of the SSRF rules turn
+    # `webhook_allow_private` off.
+    return Settings(
+        database_url=database_url,
+        log_json=True,
+        rate_limits=False,
+        secret_key=TEST_SECRET_KEY,
+        webhook_allow_private=True,
+    )
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from app.api.controllers.messages import create_quote, send_messages
 from app.api.controllers.payments import topup_credits
 from app.api.controllers.reading import ReadingController, list_messages
 from app.api.controllers.wallet import WALLET_ROUTES
+from app.api.controllers.webhooks import WebhookController
 from app.api.docs import docs_assets_router, swagger_plugin
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.input_guard import InputGuardMiddleware
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             ReadingController,
             list_messages,
             list_events_route,
+            WebhookController,
             *WALLET_ROUTES,
             *AGENT_DOC_ROUTES,
             mcp_endpoint,

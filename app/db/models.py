@@ -333,3 +333,23 @@ class Event(SQLModel, table=True):
     type: str = Field(max_length=64)
     data: dict = Field(sa_type=sa.JSON)
     created_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class Webhook(SQLModel, table=True):
+    """A project's webhook endpoint. Its signing secret is stored only sealed (app/webhooks/
+    secrets.py); after a rotation the previous one keeps signing until `previous_expires_at`."""
+
+    __tablename__ = "webhooks"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True, index=True)
+    project_id: str = Field(max_length=40, foreign_key="projects.id", index=True)
+    url: str = Field(max_length=2048)
+    events: list[str] = Field(sa_type=sa.JSON)
+    description: str | None = Field(default=None, max_length=500)
+    enabled: bool = True
+    secret_sealed: str = Field(sa_type=sa.Text)
+    previous_secret_sealed: str | None = Field(default=None, sa_type=sa.Text)
+    previous_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
