@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import asgi
-from litestar.types import Receive, Scope, Send
+from litestar.types import HTTPResponseStartEvent, Receive, Scope, Send
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
@@ -24,11 +24,13 @@ from app.api.agent_docs import docs_url
 from app.api.controllers.devices import sim_out
 from app.api.controllers.messages import parse_drafts, quote_response
 from app.api.controllers.reading import message_filter
+from app.api.input_guard import TOO_DEEP_MESSAGE
 from app.api.schemas_reading import message_out, request_out
 from app.db.engine import Database
 from app.domain import pricing
 from app.domain.errors import SimwireError, Unauthorized
 from app.hub.hub import Hub
+from app.json_limits import json_too_deep
 from app.logs import get_logger
 from app.services import agents, credits, devices, quoting, reading, sending, wallets
 from app.services.projects import AuthContext, authenticate
@@ -500,6 +502,45 @@ def mcp_mount(server: MCPServer, settings: Settings) -> Any:
 
     @asgi(MCP_PATH, is_mount=True, copy_scope=True, include_in_schema=False)
     async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-        await app(scope, receive, send)  # type: ignore[arg-type]
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await app(scope, receive, send)  # type: ignore[arg-type]
+            return
+        # The SDK decodes the body itself, past the app's body guard: read it here first, so a
+        # body too large or nested too deep gets the same 413 / 400 as any other route.
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > settings.max_request_bytes:
+                await _refuse(send, 413, "body_too_large", "the request body is too large")
+                return
+        if json_too_deep(body):
+            await _refuse(send, 400, "invalid_body", TOO_DEEP_MESSAGE)
+            return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await app(scope, replay, send)  # type: ignore[arg-type]
 
     return mcp_endpoint
+
+
+async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+    payload = json.dumps({"error": code, "message": message}).encode()
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json")],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -59,7 +59,9 @@ async def test_nul_in_a_url_is_400(client, db, url):
     tenant = await new_tenant(db)
     response = await client.get(url, headers=tenant.headers)
     assert response.status_code == 400, response.text
-    assert response.json() == {"error": "invalid_input", "message": response.json()["message"]}
+    body = response.json()
+    assert body["error"] == "invalid_input" and "NUL" in body["message"]
+    assert set(body) == {"error", "message", "docs_url"}
 
 
 async def test_http_inbound_batch_stores_nul_replaced_and_refuses_out_of_range(client, db):

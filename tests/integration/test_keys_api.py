@@ -91,6 +91,7 @@ async def test_key_without_scope_gets_403(client, db):
         "error": "forbidden",
         "message": "this key lacks the 'keys.manage' scope",
         "required_scope": "keys.manage",
+        "docs_url": "http://simwire.test/docs/errors#forbidden",
     }
 
 

@@ -9,6 +9,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from mcp import ClientSession
@@ -165,10 +166,18 @@ async def test_wait_for_sms_returns_an_inbound_within_a_second_of_its_storage(
         phone = await start_phone(server, paired.token, tmp_path / "phone")
         try:
             async with mcp_session(server, tenant.headers) as session:
+                # From this moment on: the SMS below may be stored before the call reaches
+                # the server (a loaded machine), and must still be found.
+                since = datetime.now(UTC).isoformat()
                 waiting = asyncio.create_task(
                     session.call_tool(
                         "wait_for_sms",
-                        {"from": "+14155550123", "pattern": r"\b\d{6}\b", "timeout_s": 30},
+                        {
+                            "from": "+14155550123",
+                            "pattern": r"\b\d{6}\b",
+                            "timeout_s": 30,
+                            "since": since,
+                        },
                     )
                 )
                 # A message that does not match is passed over; the code that follows is it.

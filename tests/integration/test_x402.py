@@ -31,6 +31,7 @@ from app.db.engine import Database
 from app.db.models import LedgerEntry, Message, MessageRequest, Payment, StoredQuote
 from app.payments.chain import ChainClient
 from app.payments.devchain import DevChain, _send_and_wait, start_devchain
+from app.payments.eip3009 import CLOCK_SKEW_S
 from app.payments.networks import NetworkConfig
 from app.payments.requirements import PaymentRequirement
 from app.services import credits
@@ -535,11 +536,11 @@ async def test_a_transfer_mined_before_the_quote_was_issued_pays_nothing(rig: Ri
     mined_at = (await rig.chain.w3.eth.get_block(receipt["blockNumber"]))["timestamp"]
     quote_id = (await rig.offer())["quote_id"]
     async with rig.db.transaction() as session:
-        # The quote is issued a second after the block that holds the transfer.
+        # The quote is issued just past the clock skew allowed after the transfer's block.
         await session.execute(
             update(StoredQuote)
             .where(StoredQuote.id == quote_id)  # type: ignore[arg-type]
-            .values(created_at=datetime.fromtimestamp(mined_at + 1, UTC))
+            .values(created_at=datetime.fromtimestamp(mined_at + CLOCK_SKEW_S + 1, UTC))
         )
 
     late = await rig.http.post("/v1/messages", json=SEND, headers=claim(sender, tx_hash, quote_id))

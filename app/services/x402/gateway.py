@@ -24,7 +24,7 @@ from app.domain.errors import InvalidInput
 from app.logs import get_logger
 from app.payments import wire
 from app.payments.eip191 import recover_text_signer
-from app.payments.eip3009 import verify_authorization
+from app.payments.eip3009 import CLOCK_SKEW_S, verify_authorization
 from app.payments.errors import ChainUnavailable, PaymentInvalid, SettlementFailed
 from app.payments.networks import NetworkConfig
 from app.services import quoting, sending
@@ -341,7 +341,9 @@ class X402Gateway:
                 "tx_signature_mismatch",
                 f"{PAYMENT_TX_SIGNATURE_HEADER} is not signed by the transfer's sender",
             )
-        if proof.mined_at < int(quote.created_at.timestamp()):
+        # Block timestamps and our clock may disagree by a little; an older transfer is not
+        # payment for this quote.
+        if proof.mined_at < int(quote.created_at.timestamp()) - CLOCK_SKEW_S:
             raise PaymentInvalid(
                 "tx_before_quote", f"{tx_hash} was mined before quote {quote.id} was issued"
             )
