@@ -4,12 +4,22 @@ address classes refused as SSRF targets (pure rules; resolving names is app/webh
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from app.domain.errors import InvalidInput
 
 MAX_URL_LENGTH = 2048
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+URL_PATTERN = (
+    rf"^https?://(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?"
+    r"(?:[/?#][!-~]*)?$"
+)
+"""An http(s) URL whose host is a DNS name of letters, digits and hyphens or an IP literal,
+with an optional port and printable-ASCII rest: what the API documents and accepts."""
+_URL = re.compile(URL_PATTERN)
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -55,6 +65,10 @@ def parse_webhook_url(url: str) -> WebhookUrl:
         raise InvalidWebhookUrl(f"is longer than {MAX_URL_LENGTH} characters")
     if not url.isascii() or any(char.isspace() or ord(char) < 32 for char in url):
         raise InvalidWebhookUrl("must be an ASCII URL without spaces or control characters")
+    if not _URL.match(url):
+        raise InvalidWebhookUrl(
+            "is not an http(s) URL with a host name or IP address, such as https://example.com/hook"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port

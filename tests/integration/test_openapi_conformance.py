@@ -58,6 +58,7 @@ STATEFUL_REFUSALS = {402, 404, 409, 422}
 UNSTATABLE_400_CODES = {
     "invalid_number",  # a real phone number for the destination region
     "invalid_cursor",  # a cursor is opaque: only one the server handed out
+    "invalid_url",  # a bracketed IPv6 literal that is no address, a port past 65535
 }
 # Query values that must name something this server issued.
 UNSTATABLE_400_PARAMS = {"since_id", "cursor"}

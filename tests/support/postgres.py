@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -28,10 +29,32 @@ def _bin_dir() -> Path:
     raise RuntimeError("PostgreSQL server binaries not found; scripts/test installs them")
 
 
+# Under pytest-xdist each worker hands out ports from a range of its own, below the kernel's
+# ephemeral range: a port is free when handed out but bound only later by a child process, and
+# two workers drawing from the ephemeral range could hand out the same one in between.
+_WORKER_PORTS = 2_500
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, never handed out twice by this process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        first = 10_000 + int(worker[2:]) % 8 * _WORKER_PORTS
+        candidates = random.sample(range(first, first + _WORKER_PORTS), _WORKER_PORTS)
+    else:
+        candidates = [0] * 20
+    for candidate in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free loopback port")
 
 
 @dataclass

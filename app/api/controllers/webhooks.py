@@ -14,7 +14,7 @@ from app.api.openapi import KEY_SECURITY, body_schema, error_responses, typed_bo
 from app.db.engine import Database
 from app.db.models import Webhook
 from app.domain.events import EVENT_TYPES
-from app.domain.webhook_urls import MAX_URL_LENGTH
+from app.domain.webhook_urls import MAX_URL_LENGTH, URL_PATTERN
 from app.services import webhooks
 from app.services.projects import AuthContext
 from app.settings import Settings
@@ -66,7 +66,7 @@ class DeletedOut(msgspec.Struct):
 _URL = {
     "type": "string",
     "maxLength": MAX_URL_LENGTH,
-    "pattern": r"^https?://[A-Za-z0-9.-]+(?::[1-9][0-9]{0,3})?(?:/[!-~]*)?$",
+    "pattern": URL_PATTERN,
     "description": "Where deliveries are POSTed: https, and a public address unless the "
     "operator allows private targets (else 400 `webhook_url_not_allowed`, saying why)",
 }
