@@ -95,29 +95,23 @@ async def authenticate_device(db: Database, token: str) -> Device:
 
 
 async def list_devices(db: Database, project_id: str) -> list[tuple[Device, list[Sim]]]:
+    """The project's devices with their SIMs, read in one statement, so a phone going offline
+    while it runs is seen either whole or not at all (two reads could straddle that commit)."""
     async with db.sessions() as session:
-        devices = list(
-            (
-                await session.execute(
-                    select(Device)
-                    .where(col(Device.project_id) == project_id, col(Device.revoked_at).is_(None))
-                    .order_by(col(Device.seq))
-                )
-            ).scalars()
-        )
-        sims = list(
-            (
-                await session.execute(
-                    select(Sim)
-                    .where(col(Sim.project_id) == project_id)
-                    .order_by(col(Sim.device_id), col(Sim.slot))
-                )
-            ).scalars()
-        )
-    by_device: dict[str, list[Sim]] = {}
-    for sim in sims:
-        by_device.setdefault(sim.device_id, []).append(sim)
-    return [(device, by_device.get(device.id, [])) for device in devices]
+        rows = (
+            await session.execute(
+                select(Device, Sim)
+                .outerjoin(Sim, col(Sim.device_id) == col(Device.id))
+                .where(col(Device.project_id) == project_id, col(Device.revoked_at).is_(None))
+                .order_by(col(Device.seq), col(Sim.slot))
+            )
+        ).all()
+    listed: dict[str, tuple[Device, list[Sim]]] = {}
+    for device, sim in rows:
+        _, sims = listed.setdefault(device.id, (device, []))
+        if sim is not None:
+            sims.append(sim)
+    return list(listed.values())
 
 
 async def revoke_device(db: Database, project_id: str, device_id: str) -> Device:
