@@ -11,7 +11,13 @@ from litestar.di import Provide
 from litestar.params import Parameter
 
 from app.api.auth import require_scope
-from app.api.controllers.reading import _DAY, _OFFSET, _TIME, Cursor, Limit, _since, parse_limit
+from app.api.controllers.reading import (
+    Cursor,
+    Limit,
+    Since,
+    _since,
+    parse_limit,
+)
 from app.api.openapi import KEY_SECURITY, error_responses
 from app.db.engine import Database
 from app.db.models import Event
@@ -85,14 +91,7 @@ async def list_events(
             schema_extra={"pattern": f"^{_TYPE}(?:,{_TYPE})*$"},
         ),
     ] = None,
-    since: Annotated[
-        str | None,
-        Parameter(
-            required=False,
-            description="ISO 8601 date or date-time; without an offset it is UTC",
-            schema_extra={"pattern": f"^{_DAY}(?:T{_TIME}(?:{_OFFSET})?)?$"},
-        ),
-    ] = None,
+    since: Since = None,
     since_id: Annotated[
         str | None,
         Parameter(required=False, description="An event id of this project: only newer ones"),

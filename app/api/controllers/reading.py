@@ -47,6 +47,14 @@ Cursor = Annotated[
     str | None,
     Parameter(required=False, description="`next_cursor` of the previous page, as given"),
 ]
+Since = Annotated[
+    str | None,
+    Parameter(
+        required=False,
+        description="ISO 8601 date or date-time; without an offset it is UTC",
+        schema_extra={"pattern": f"^{_DAY}(?:T{_TIME}(?:{_OFFSET})?)?$"},
+    ),
+]
 
 
 def parse_limit(text: str | None, default: int = 50) -> int:
@@ -231,14 +239,7 @@ async def list_messages(
     ] = None,
     to: Query = None,
     from_: Annotated[str | None, Parameter(query="from", required=False)] = None,
-    since: Annotated[
-        str | None,
-        Parameter(
-            required=False,
-            description="ISO 8601 date or date-time; without an offset it is UTC",
-            schema_extra={"pattern": f"^{_DAY}(?:T{_TIME}(?:{_OFFSET})?)?$"},
-        ),
-    ] = None,
+    since: Since = None,
     since_id: Annotated[
         str | None, Parameter(required=False, description="A message id of this project")
     ] = None,

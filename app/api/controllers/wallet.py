@@ -11,10 +11,8 @@ from litestar.params import Parameter
 
 from app.api.agent_docs import public_base
 from app.api.controllers.reading import (
-    _DAY,
-    _OFFSET,
-    _TIME,
     Limit,
+    Since,
     message_filter,
     parse_limit,
 )
@@ -102,14 +100,7 @@ async def wallet_messages(
             schema_extra={"pattern": "^(?:in|out|inbound|outbound)$"},
         ),
     ] = None,
-    since: Annotated[
-        str | None,
-        Parameter(
-            required=False,
-            description="ISO 8601 date or date-time; without an offset it is UTC",
-            schema_extra={"pattern": f"^{_DAY}(?:T{_TIME}(?:{_OFFSET})?)?$"},
-        ),
-    ] = None,
+    since: Since = None,
     limit: Limit = None,
 ) -> WalletMessageList:
     """Newest first. A reply is an inbound SMS from a recipient of the wallet's message, on
