@@ -15,6 +15,8 @@ UNUSED_QUOTE = "used_at IS NULL"
 REPLAYABLE_REQUEST = "billing = 'credits' AND response IS NOT NULL"
 HAS_BODY = "body <> ''"
 HAS_DEDUPE_ID = "phone_message_id IS NOT NULL"
+# Events not yet turned into webhook deliveries (app/webhooks/fanout.py).
+UNROUTED_EVENT = "routed = false"
 
 
 def _partial_index(name: str, column: str, where: str) -> sa.Index:
@@ -200,6 +202,9 @@ class Message(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     device_time: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    in_reply_to: str | None = Field(default=None, max_length=40, index=True)
+    """Inbound only: the latest outbound message of the project to this sender on the same SIM
+    within 7 days, when there is one."""
 
 
 class CreditAccount(SQLModel, table=True):
@@ -253,6 +258,8 @@ class ProjectPolicy(SQLModel, table=True):
     allowed_categories: list[str] = Field(default_factory=list, sa_type=sa.JSON)
     blocked_terms: list[str] = Field(default_factory=list, sa_type=sa.JSON)
     allowed_domains: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    credits_low_threshold_atomic: int | None = Field(default=None, sa_type=sa.BigInteger)
+    """`credits.low` is recorded when the balance falls below this (None: never)."""
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
@@ -325,6 +332,7 @@ class Event(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_events_project_seq", "project_id", "seq"),
         sa.Index("ix_events_project_type_seq", "project_id", "type", "seq"),
+        _partial_index("ix_events_unrouted", "seq", UNROUTED_EVENT),
     )
 
     seq: int | None = Field(default=None, primary_key=True)
@@ -333,6 +341,8 @@ class Event(SQLModel, table=True):
     type: str = Field(max_length=64)
     data: dict = Field(sa_type=sa.JSON)
     created_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    routed: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    """Whether its webhook deliveries have been made (one per endpoint that wants it)."""
 
 
 class Webhook(SQLModel, table=True):
@@ -351,5 +361,56 @@ class Webhook(SQLModel, table=True):
     secret_sealed: str = Field(sa_type=sa.Text)
     previous_secret_sealed: str | None = Field(default=None, sa_type=sa.Text)
     previous_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    request_id: str | None = Field(default=None, max_length=40, index=True)
+    """Set on the hidden endpoint of a paid request's `callback_url`: it receives that
+    request's message events and the replies to them, and is not listed with the others."""
+    failing_since: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    """The first failed attempt since the last success; after 5 days the endpoint is disabled."""
+    disabled_reason: str | None = Field(default=None, max_length=200)
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event to one endpoint: `pending` (due at `next_attempt_at`; while an instance is
+    sending it, leased until `leased_until`), then `succeeded` or `failed` (retries used up)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("webhook_id", "event_id", name="uq_webhook_deliveries_event"),
+        sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        sa.Index("ix_webhook_deliveries_webhook_seq", "webhook_id", "seq"),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True, index=True)
+    project_id: str = Field(max_length=40, foreign_key="projects.id")
+    webhook_id: str = Field(max_length=40)
+    event_id: str = Field(max_length=40)
+    event_type: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    leased_until: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    last_latency_ms: int | None = None
+    created_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+    completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """One HTTP try of a delivery: what came back (or what went wrong), how long it took, and
+    when the next try is due (None after a success or the last try)."""
+
+    __tablename__ = "webhook_attempts"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(max_length=40, index=True)
+    number: int
+    status_code: int | None = None
+    latency_ms: int
+    error: str | None = Field(default=None, max_length=500)
+    next_retry_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    created_at: datetime = Field(sa_type=UTCDateTime, index=True)
