@@ -134,8 +134,22 @@ def test_first_start_sends_to_delivered_and_a_second_start_prints_a_working_key_
         request_id = from_readme["request_id"]
         followed = json.loads(shell(follow.replace("REQUEST_ID", request_id), tmp_path, KEY=key))
         assert followed["status"] == "all_delivered", followed
+
+        # Webhooks work out of the box: an operator key was made, and a loopback-only server
+        # may call a receiver on this machine.
+        hook = httpx.post(
+            f"{first.base}/v1/webhooks",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"url": "http://127.0.0.1:9/hook"},
+        )
+        assert hook.status_code == 201, hook.text
+        assert hook.json()["secret"].startswith("whsec_")
     finally:
         first.stop()
+    operator_key = tmp_path / ".simwire" / "secret_key"
+    assert operator_key.stat().st_mode & 0o777 == 0o600
+    assert len(operator_key.read_text().strip()) >= 32
+    made_first = operator_key.read_text()
     # The database where it was run; everything else it wrote under the runtime directory.
     assert {p.name for p in tmp_path.iterdir()} <= {
         "simwire.db",
@@ -163,6 +177,7 @@ def test_first_start_sends_to_delivered_and_a_second_start_prints_a_working_key_
         wait_delivered(second.base, new_key, sent["messages"][0]["id"])
     finally:
         second.stop()
+    assert operator_key.read_text() == made_first  # kept: sealed secrets still open
 
 
 def wait_healthy(base: str, timeout_s: float = 120) -> None:
