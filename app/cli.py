@@ -1,4 +1,5 @@
-"""The `simwire` command: serve, migrate, and operator administration of projects and keys."""
+"""The `simwire` command: serve, migrate, and operator administration of projects, keys,
+credits, phones and webhooks."""
 
 from __future__ import annotations
 
@@ -456,6 +457,89 @@ def device_pair(settings: Settings, project_id: str, name: str) -> None:
 
     paired = _run(settings, _pair)
     click.echo(f"device: {paired.device.id}\ntoken:  {paired.token}")
+
+
+@main.group()
+def webhook() -> None:
+    """Add, list and remove a project's webhook endpoints."""
+
+
+@webhook.command("add")
+@click.argument("project_id")
+@click.argument("url")
+@click.option(
+    "--event", "events", multiple=True, help="An event type to send (repeat); default all."
+)
+@click.option("--description", default=None, help="A label for the endpoint.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def webhook_add(
+    settings: Settings,
+    project_id: str,
+    url: str,
+    events: tuple[str, ...],
+    description: str | None,
+    as_json: bool,
+) -> None:
+    """Send PROJECT_ID's events to URL; prints the signing secret (shown once)."""
+    from app.services.projects import get_project
+    from app.services.webhooks import create_webhook
+
+    async def _add(db: Database) -> Any:
+        await get_project(db, project_id)
+        return await create_webhook(
+            db, settings, project_id, url, list(events) or None, description
+        )
+
+    issued = _run(settings, _add)
+    hook = issued.webhook
+    _emit(
+        as_json,
+        {"id": hook.id, "url": hook.url, "events": hook.events, "secret": issued.secret},
+        [f"webhook: {hook.id}\nurl:     {hook.url}\nsecret:  {issued.secret}"],
+    )
+
+
+@webhook.command("list")
+@click.argument("project_id")
+@click.pass_obj
+def webhook_list(settings: Settings, project_id: str) -> None:
+    """One line per endpoint: id, enabled or disabled, URL, event types."""
+    from app.services.projects import get_project
+    from app.services.webhooks import list_webhooks
+
+    async def _list(db: Database) -> Any:
+        await get_project(db, project_id)
+        return await list_webhooks(db, project_id)
+
+    for hook in _run(settings, _list):
+        state = "enabled" if hook.enabled else "disabled"
+        click.echo(f"{hook.id}\t{state}\t{hook.url}\t{','.join(hook.events)}")
+
+
+@webhook.command("remove")
+@click.argument("project_id")
+@click.argument("webhook_id", required=False)
+@click.option("--all", "remove_all", is_flag=True, help="Remove every endpoint of the project.")
+@click.pass_obj
+def webhook_remove(
+    settings: Settings, project_id: str, webhook_id: str | None, remove_all: bool
+) -> None:
+    """Remove one endpoint (WEBHOOK_ID) or, with --all, every one of PROJECT_ID's."""
+    from app.services.projects import get_project
+    from app.services.webhooks import delete_all_webhooks, delete_webhook
+
+    if remove_all == (webhook_id is not None):
+        raise click.UsageError("give either WEBHOOK_ID or --all")
+
+    async def _remove(db: Database) -> str:
+        await get_project(db, project_id)
+        if webhook_id is None:
+            return f"removed {await delete_all_webhooks(db, project_id)} webhook(s)"
+        await delete_webhook(db, project_id, webhook_id)
+        return f"removed {webhook_id}"
+
+    click.echo(_run(settings, _remove))
 
 
 class _NoWake:

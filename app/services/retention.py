@@ -1,8 +1,10 @@
 """The purge sweep: what Simwire stops keeping once it is old enough. Expired unused quotes
 are deleted, replay data of old credit requests is dropped, old message bodies are blanked
 (the row and its metadata stay), and inbound duplicate ids are kept only as long and as many
-as a phone's retries need. Every instance runs it; on PostgreSQL each batch takes its rows
-with `FOR UPDATE SKIP LOCKED`, so instances sweeping at once never wait on or undo each other.
+as a phone's retries need; events, webhook deliveries and their attempts are deleted after the
+event retention (30 days by default). Every instance runs it; on PostgreSQL each batch takes its
+rows with `FOR UPDATE SKIP LOCKED`, so instances sweeping at once never wait on or undo each
+other.
 
 Payment rows are never purged: each is the proof that its authorization nonce or transaction
 hash was used (and the record of money received), so deleting one would let it pay twice."""
@@ -28,10 +30,13 @@ from app.db.models import (
     HAS_DEDUPE_ID,
     REPLAYABLE_REQUEST,
     UNUSED_QUOTE,
+    Event,
     Message,
     MessageRequest,
     Payment,
     StoredQuote,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 from app.domain import statuses
 from app.logs import get_logger
@@ -60,6 +65,7 @@ class Retention:
     message_body_s: int
     inbound_dedupe_s: int
     inbound_dedupe_per_device: int
+    event_s: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Retention:
@@ -69,6 +75,7 @@ class Retention:
             message_body_s=settings.message_body_retention_s,
             inbound_dedupe_s=settings.inbound_dedupe_window_s,
             inbound_dedupe_per_device=settings.inbound_dedupe_max_per_device,
+            event_s=settings.event_retention_s,
         )
 
 
@@ -79,6 +86,9 @@ class PurgeResult:
     bodies_blanked: int = 0
     dedupe_ids_cleared: int = 0
     per_device_capped: dict[str, int] = field(default_factory=dict)
+    events_deleted: int = 0
+    deliveries_deleted: int = 0
+    attempts_deleted: int = 0
 
     @property
     def total(self) -> int:
@@ -87,6 +97,9 @@ class PurgeResult:
             + self.idempotency_cleared
             + self.bodies_blanked
             + self.dedupe_ids_cleared
+            + self.events_deleted
+            + self.deliveries_deleted
+            + self.attempts_deleted
         )
 
 
@@ -108,6 +121,11 @@ async def purge(db: Database, retention: Retention, now: datetime) -> PurgeResul
     if retention.inbound_dedupe_per_device > 0:
         result.per_device_capped = await _cap_dedupe_ids(db, retention.inbound_dedupe_per_device)
         result.dedupe_ids_cleared += sum(result.per_device_capped.values())
+    if retention.event_s > 0:
+        cutoff = now - timedelta(seconds=retention.event_s)
+        result.events_deleted = await _batches(db, lambda s: _delete_old_events(s, cutoff))
+        result.deliveries_deleted = await _batches(db, lambda s: _delete_old_deliveries(s, cutoff))
+        result.attempts_deleted = await _batches(db, lambda s: _delete_old_attempts(s, cutoff))
     return result
 
 
@@ -193,6 +211,52 @@ async def _forget_dedupe_ids(session: AsyncSession, cutoff: datetime) -> int:
         update(Message)
         .where(col(Message.seq).in_(old.scalar_subquery()))
         .values(phone_message_id=None)
+    )
+    return _rowcount(result)
+
+
+async def _delete_old_events(session: AsyncSession, cutoff: datetime) -> int:
+    """Events older than `cutoff` that have been handed to their webhook deliveries."""
+    old = (
+        select(col(Event.seq))
+        .where(col(Event.created_at) < cutoff, col(Event.routed).is_(True))
+        .limit(BATCH)
+        .with_for_update(skip_locked=True)
+        .correlate(None)  # its own FROM, not the statement's target table
+    )
+    result = await session.execute(delete(Event).where(col(Event.seq).in_(old.scalar_subquery())))
+    return _rowcount(result)
+
+
+async def _delete_old_deliveries(session: AsyncSession, cutoff: datetime) -> int:
+    """Finished deliveries (succeeded or failed) made before `cutoff`; a pending one stays
+    until its retries are over."""
+    old = (
+        select(col(WebhookDelivery.seq))
+        .where(
+            col(WebhookDelivery.created_at) < cutoff,
+            col(WebhookDelivery.status) != "pending",
+        )
+        .limit(BATCH)
+        .with_for_update(skip_locked=True)
+        .correlate(None)  # its own FROM, not the statement's target table
+    )
+    result = await session.execute(
+        delete(WebhookDelivery).where(col(WebhookDelivery.seq).in_(old.scalar_subquery()))
+    )
+    return _rowcount(result)
+
+
+async def _delete_old_attempts(session: AsyncSession, cutoff: datetime) -> int:
+    old = (
+        select(col(WebhookAttempt.seq))
+        .where(col(WebhookAttempt.created_at) < cutoff)
+        .limit(BATCH)
+        .with_for_update(skip_locked=True)
+        .correlate(None)  # its own FROM, not the statement's target table
+    )
+    result = await session.execute(
+        delete(WebhookAttempt).where(col(WebhookAttempt.seq).in_(old.scalar_subquery()))
     )
     return _rowcount(result)
 
@@ -289,4 +353,7 @@ class PurgeSweep:
                     idempotency=result.idempotency_cleared,
                     bodies=result.bodies_blanked,
                     dedupe_ids=result.dedupe_ids_cleared,
+                    events=result.events_deleted,
+                    deliveries=result.deliveries_deleted,
+                    attempts=result.attempts_deleted,
                 )

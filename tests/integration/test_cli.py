@@ -9,6 +9,7 @@ import click
 from click.testing import CliRunner
 
 from app.cli import main
+from tests.conftest import TEST_SECRET_KEY
 
 KEY_RE = re.compile(r"sw_live_[0-9a-f]{32}")
 
@@ -134,3 +135,48 @@ def test_an_unreachable_database_is_one_line_without_the_password():
         assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
         assert "127.0.0.1:9" in result.output and "hunter2" not in result.output
         assert "SIMWIRE_DATABASE_URL" in result.output
+
+
+def test_webhook_add_list_and_remove(database_url):
+    env = {
+        "SIMWIRE_DATABASE_URL": database_url,
+        "SIMWIRE_SECRET_KEY": TEST_SECRET_KEY,
+        "SIMWIRE_WEBHOOK_ALLOW_PRIVATE": "true",
+    }
+
+    def webhook(*args: str) -> click.testing.Result:
+        return CliRunner().invoke(main, ["webhook", *args], env=env)
+
+    project_id = json.loads(run(database_url, "project", "create", "shop", "--json"))["project_id"]
+    added = webhook("add", project_id, "http://127.0.0.1:9/a", "--event", "message.sent", "--json")
+    assert added.exit_code == 0, added.output
+    first = json.loads(added.output)
+    assert first["secret"].startswith("whsec_") and first["events"] == ["message.sent"]
+    second = webhook("add", project_id, "http://127.0.0.1:9/b", "--description", "all")
+    assert second.exit_code == 0 and "secret:  whsec_" in second.output
+
+    listing = webhook("list", project_id).output.splitlines()
+    assert listing[0] == f"{first['id']}\tenabled\thttp://127.0.0.1:9/a\tmessage.sent"
+    assert len(listing) == 2 and first["secret"] not in "".join(listing)
+
+    assert webhook("remove", project_id, first["id"]).output == f"removed {first['id']}\n"
+    assert webhook("remove", project_id, "--all").output == "removed 1 webhook(s)\n"
+    assert webhook("list", project_id).output == ""
+
+    unknown = webhook("add", project_id, "http://127.0.0.1:9/a", "--event", "message.lost")
+    assert unknown.exit_code == 1 and "unknown_event_type" in unknown.output
+    assert "message.lost" in unknown.output
+    refused = CliRunner().invoke(
+        main,
+        ["webhook", "add", project_id, "https://10.0.0.1/hook"],
+        env={**env, "SIMWIRE_WEBHOOK_ALLOW_PRIVATE": "false"},
+    )
+    assert refused.exit_code == 1 and "webhook_url_not_allowed" in refused.output
+    missing = webhook("remove", project_id, "wh_missing")
+    assert missing.exit_code == 1 and "not_found" in missing.output
+    neither = webhook("remove", project_id)
+    assert neither.exit_code == 2 and "either WEBHOOK_ID or --all" in neither.output
+    other = json.loads(run(database_url, "project", "create", "blog", "--json"))["project_id"]
+    kept = json.loads(webhook("add", project_id, "http://127.0.0.1:9/c", "--json").output)
+    assert webhook("remove", other, kept["id"]).exit_code == 1  # another project's: not found
+    assert kept["id"] in webhook("list", project_id).output
