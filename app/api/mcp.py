@@ -22,7 +22,7 @@ from pydantic import Field
 
 from app.api.agent_docs import docs_url
 from app.api.controllers.devices import sim_out
-from app.api.controllers.messages import parse_drafts, quote_response
+from app.api.controllers.messages import CallbackNeedsPayment, parse_drafts, quote_response
 from app.api.controllers.reading import message_filter
 from app.api.input_guard import TOO_DEEP_MESSAGE
 from app.api.schemas_reading import message_out, request_out
@@ -227,7 +227,13 @@ def build_mcp(db: Database, settings: Settings, hub: Hub, payments: PaymentRunti
         tag: Annotated[str | None, Field(description="Your label, up to 200 chars")] = None,
         callback_url: Annotated[
             str | None,
-            Field(description="Accepted for the reference API's shape; use webhooks instead"),
+            Field(
+                description=(
+                    "Paid calls only: where this request's message events and replies are "
+                    "POSTed, signed with the result's callback_secret"
+                ),
+                max_length=2048,
+            ),
         ] = None,
     ) -> ToolResult:
         async def body(call: _Call, auth: AuthContext | None) -> CallToolResult:
@@ -235,7 +241,9 @@ def build_mcp(db: Database, settings: Settings, hub: Hub, payments: PaymentRunti
             if tag is not None:
                 payload["tag"] = tag
             drafts = parse_drafts(payload, batch_fields=None)
-            options = sending.SendOptions(sim=(sim or "").strip() or None)
+            options = sending.SendOptions(
+                sim=(sim or "").strip() or None, callback_url=callback_url
+            )
             if auth is None:
                 if not payments.enabled:
                     raise Unauthorized(
@@ -247,7 +255,13 @@ def build_mcp(db: Database, settings: Settings, hub: Hub, payments: PaymentRunti
                     gateway,
                     drafts,
                     options,
-                    {"to": to, "message": message, "sim": sim, "tag": tag},
+                    {
+                        "to": to,
+                        "message": message,
+                        "sim": sim,
+                        "tag": tag,
+                        "callback_url": callback_url,
+                    },
                     call.meta,
                     call.base + MCP_PATH,
                 )
@@ -258,6 +272,8 @@ def build_mcp(db: Database, settings: Settings, hub: Hub, payments: PaymentRunti
                     _meta=result.meta or None,
                 )
             need(auth, "messages.send")
+            if callback_url is not None:
+                raise CallbackNeedsPayment()
             response = await sending.send_with_credits(
                 db,
                 hub,

@@ -150,6 +150,17 @@ SimChoice = (
     | Annotated[int, msgspec.Meta(gt=-1, le=255, description="SIM slot")]
 )
 TtlSeconds = Annotated[int, msgspec.Meta(ge=10, le=604_800)]
+CallbackUrl = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=2048,
+        description=(
+            "Pay-per-call (x402) sends only: this request's message events and replies are "
+            "POSTed here, signed with the `callback_secret` of the 202 (docs/webhooks.md)"
+        ),
+    ),
+]
 
 
 class MessageDraftIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -168,6 +179,7 @@ class SendOneIn(MessageDraftIn, forbid_unknown_fields=True):
     region: Region | None = None
     quote_id: str | None = None
     """The quote a plain-transfer payment pays (else the `X-Quote-Id` header)."""
+    callback_url: CallbackUrl | None = None
 
 
 class SendBatchIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -178,6 +190,7 @@ class SendBatchIn(msgspec.Struct, forbid_unknown_fields=True):
     ttl_s: TtlSeconds | None = None
     region: Region | None = None
     quote_id: str | None = None
+    callback_url: CallbackUrl | None = None
 
 
 class QuoteIn(MessageDraftIn, forbid_unknown_fields=True):

@@ -46,6 +46,8 @@ class SendOptions:
     sim: str | None = None
     ttl_s: int | None = None
     idempotency_key: str | None = None
+    callback_url: str | None = None
+    """Paid (x402) sends only: where this request's message events go (app/services/callbacks)."""
 
 
 def request_fingerprint(payload: Any) -> str:

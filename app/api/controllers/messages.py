@@ -149,7 +149,19 @@ def parse_options(payload: dict[str, Any], idempotency_key: str | None) -> sendi
         sim=_optional_text({"sim": sim}, "sim", 64),
         ttl_s=ttl,
         idempotency_key=_idempotency_key(idempotency_key),
+        callback_url=optional_string(payload, "callback_url"),
     )
+
+
+class CallbackNeedsPayment(InvalidInput):
+    code = "callback_url_not_supported"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "`callback_url` is for pay-per-call (x402) sends; a project with a key gets its "
+            "events through its webhooks (POST /v1/webhooks)",
+            param="callback_url",
+        )
 
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -208,6 +220,8 @@ async def send_messages(
             )
         return await pay_per_call(request, db, settings, hub, payments, drafts, options, data)
     auth.require("messages.send")
+    if options.callback_url is not None:
+        raise CallbackNeedsPayment()
     try:
         body = await sending.send_with_credits(
             db, hub, settings, auth.project_id, drafts, options, sending.request_fingerprint(data)

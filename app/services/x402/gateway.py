@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -27,7 +27,7 @@ from app.payments.eip191 import recover_text_signer
 from app.payments.eip3009 import CLOCK_SKEW_S, verify_authorization
 from app.payments.errors import ChainUnavailable, PaymentInvalid, SettlementFailed
 from app.payments.networks import NetworkConfig
-from app.services import quoting, sending
+from app.services import callbacks, quoting, sending
 from app.services.ids import new_id, utcnow
 from app.services.x402 import offers, orders
 from app.services.x402.common import (
@@ -109,6 +109,12 @@ class X402Gateway:
             drafts, policy, options.region, self.settings.max_paid_recipients
         )
         prepared.raise_if_blocked()
+        request_id = new_id("req")
+        callback = None
+        if options.callback_url is not None:  # refused before any payment is asked for
+            callback = await callbacks.callback_order(
+                self.settings, options.callback_url, request_id
+            )
         if not presented.present:
             raise await offers.send_offer(
                 self.db, self.settings, self.network, prepared, presented.payer_hint, resource_url
@@ -116,11 +122,12 @@ class X402Gateway:
         project_id = await x402_project_id(self.db, self.settings)
         order = orders.send_order(
             project_id,
-            new_id("req"),
+            request_id,
             prepared,
             options.ttl_s or self.settings.message_ttl_s,
+            callback,
         )
-        return await self._collect(
+        result = await self._collect(
             presented,
             _Purchase(
                 purpose=SEND,
@@ -130,6 +137,9 @@ class X402Gateway:
                 matches=lambda quote: check_send_quote(quote, prepared),
             ),
         )
+        if result.status_code != 202:
+            return result
+        return replace(result, body=callbacks.with_callback_secret(result.body, self.settings))
 
     # ----------------------------------------------------------------------- top-ups
 

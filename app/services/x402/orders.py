@@ -11,15 +11,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.models import MessageRequest, Payment, StoredQuote
 from app.domain import ledger, pricing
 from app.payments.networks import NetworkConfig
-from app.services import credits, outbound, quoting, sending
+from app.services import callbacks, credits, outbound, quoting, sending
 from app.services.ids import utcnow
 from app.services.quote_terms import prepared_terms
 from app.services.x402.common import SEND, TOPUP, Outcome, payment_out
 
 
 def send_order(
-    project_id: str, request_id: str, prepared: quoting.PreparedSend, ttl_s: int
+    project_id: str,
+    request_id: str,
+    prepared: quoting.PreparedSend,
+    ttl_s: int,
+    callback: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`callback` is app/services/callbacks.callback_order's, for a send with `callback_url`."""
     return {
         "purpose": SEND,
         "project_id": project_id,
@@ -38,6 +43,7 @@ def send_order(
             }
             for item in prepared.items
         ],
+        "callback": callback,
     }
 
 
@@ -83,6 +89,9 @@ async def _queue_send(
         created_at=utcnow(),
     )
     session.add(request)
+    callback = order.get("callback")
+    if callback:
+        callbacks.add_callback_endpoint(session, order["project_id"], request.id, callback)
     await session.flush()
     messages = await outbound.enqueue(
         session,
@@ -94,6 +103,8 @@ async def _queue_send(
     )
     body = sending.accepted_response(request, messages, quote.total_atomic, order.get("terms"))
     body["payment"] = payment_out(payment, quote, network)
+    if callback:
+        body["callback_url"] = callback["url"]
     request.response = body
     return Outcome(202, body)
 
