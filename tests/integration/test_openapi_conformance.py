@@ -82,6 +82,12 @@ def schema_valid_input_is_accepted(ctx: CheckContext, response: Response, case: 
     # x402 pays for at most 10 recipients a call; with a key the limit is the schema's 1000.
     if status == 400 and code == "too_many_recipients" and anonymous:
         return
+    # `callback_url` is a pay-per-call field: a keyed send is pointed at webhooks instead.
+    if status == 400 and code == "callback_url_not_supported" and not anonymous:
+        return
+    # Whether Simwire may call a URL (its address, what its name resolves to) is not a pattern.
+    if status == 400 and code == "webhook_url_not_allowed":
+        return
     if status == 401 and anonymous:
         return
     # Wallet routes take a Sign-In-With-X proof (security `signInWithX`), which generated cases
