@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     message_body_retention_s: int = 2_592_000
     inbound_dedupe_window_s: int = 2_592_000
     inbound_dedupe_max_per_device: int = 10_000
+    # Events (GET /v1/events) and finished webhook deliveries with their attempts.
+    event_retention_s: int = 2_592_000
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

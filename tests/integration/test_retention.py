@@ -9,7 +9,15 @@ import pytest
 from sqlalchemy import select
 
 from app.db.engine import Database
-from app.db.models import Message, MessageRequest, Payment, StoredQuote
+from app.db.models import (
+    Event,
+    Message,
+    MessageRequest,
+    Payment,
+    StoredQuote,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from app.services import credits, devices, retention
 from app.services.ids import new_id, utcnow
 from app.services.inbound import ReceivedSms, store_inbound
@@ -24,6 +32,7 @@ KEEP = Retention(
     message_body_s=30 * DAY,
     inbound_dedupe_s=30 * DAY,
     inbound_dedupe_per_device=10_000,
+    event_s=30 * DAY,
 )
 
 
@@ -233,3 +242,59 @@ async def test_retention_zero_keeps_everything(db):
     forever = Retention(0, 0, 0, 0, 0)
     assert (await purge(db, forever, at(start, 365 * DAY))).total == 0
     assert len(await rows(db, StoredQuote)) == 1
+
+
+def event(project_id: str, created_at: datetime, routed: bool = True) -> Event:
+    return Event(
+        id=new_id("evt"),
+        project_id=project_id,
+        type="message.sent",
+        data={"id": new_id("msg")},
+        created_at=created_at,
+        routed=routed,
+    )
+
+
+def delivery(project_id: str, event_id: str, created_at: datetime, status: str) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=new_id("whd"),
+        project_id=project_id,
+        webhook_id=new_id("wh"),
+        event_id=event_id,
+        event_type="message.sent",
+        status=status,
+        attempts=1,
+        created_at=created_at,
+        updated_at=created_at,
+    )
+
+
+async def test_events_and_finished_deliveries_go_after_the_event_retention(db):
+    tenant = await new_tenant(db)
+    start = utcnow()
+    old, recent = at(start, -31 * DAY), at(start, -29 * DAY)
+    old_event, old_unrouted, recent_event = (
+        event(tenant.project_id, old),
+        event(tenant.project_id, old, routed=False),
+        event(tenant.project_id, recent),
+    )
+    done, still_retrying, recent_done = (
+        delivery(tenant.project_id, old_event.id, old, "succeeded"),
+        delivery(tenant.project_id, old_event.id, old, "pending"),
+        delivery(tenant.project_id, recent_event.id, recent, "failed"),
+    )
+    attempts = [
+        WebhookAttempt(delivery_id=done.id, number=1, latency_ms=5, created_at=old),
+        WebhookAttempt(delivery_id=recent_done.id, number=1, latency_ms=5, created_at=recent),
+    ]
+    await add(db, old_event, old_unrouted, recent_event, done, still_retrying, recent_done)
+    await add(db, *attempts)
+
+    result = await purge(db, KEEP, start)
+
+    assert (result.events_deleted, result.deliveries_deleted, result.attempts_deleted) == (1, 1, 1)
+    # Not yet handed to its deliveries, or within retention: kept.
+    assert {e.id for e in await rows(db, Event)} == {old_unrouted.id, recent_event.id}
+    assert {d.id for d in await rows(db, WebhookDelivery)} == {still_retrying.id, recent_done.id}
+    assert [a.delivery_id for a in await rows(db, WebhookAttempt)] == [recent_done.id]
+    assert (await purge(db, KEEP, start)).total == 0
