@@ -8,7 +8,7 @@ import os
 from functools import cached_property
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(default=None, min_length=32)
     # Allow `http` webhook URLs and loopback/private targets: local development and tests only.
     webhook_allow_private: bool = False
+    # Delivery worker (every process): how long one attempt may take, how long a claimed
+    # delivery is held (more than the timeout, so no other instance sends it meanwhile), and
+    # how often an idle worker looks for due deliveries (a commit here wakes it at once).
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_lease_s: float = Field(default=30.0, gt=0)
+    webhook_poll_s: float = Field(default=0.2, gt=0)
 
     # Purge sweep: how often, and how long each kind of data is kept (0 keeps it forever).
     purge_interval_s: float = 300.0
@@ -119,6 +125,15 @@ class Settings(BaseSettings):
     inbound_dedupe_max_per_device: int = 10_000
     # Events (GET /v1/events) and finished webhook deliveries with their attempts.
     event_retention_s: int = 2_592_000
+
+    @model_validator(mode="after")
+    def _lease_outlasts_an_attempt(self) -> Settings:
+        if self.webhook_lease_s <= self.webhook_timeout_s:
+            raise ValueError(
+                "SIMWIRE_WEBHOOK_LEASE_S must be longer than SIMWIRE_WEBHOOK_TIMEOUT_S: a "
+                "delivery still being sent must not be taken by another instance"
+            )
+        return self
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

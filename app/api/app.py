@@ -50,6 +50,7 @@ from app.services.retention import PurgeSweep
 from app.services.x402 import Settlements, reconciliation_running
 from app.services.x402_runtime import PaymentRuntime
 from app.settings import Settings
+from app.webhooks.delivery import DeliveryWorker
 
 log = get_logger("simwire.http")
 
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     settlements = Settlements(database, settings, payments, hub) if payments.enabled else None
     rate_limits = RequestLimits(settings)
     purge = PurgeSweep(database, settings)
+    webhook_worker = DeliveryWorker(database, settings)
     agents_mcp = build_mcp(database, settings, hub, payments)
     mcp_endpoint = mcp_mount(agents_mcp, settings)
     access = access_cache.cache_for(database, settings.access_cache_ttl_s)
@@ -111,6 +113,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
                 await hub.start()
                 payments.start()
                 purge.start()
+                webhook_worker.start()
                 try:
                     await payments.check_facilitator()
                     async with (
@@ -119,6 +122,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
                     ):
                         yield
                 finally:
+                    await webhook_worker.stop()
                     await purge.stop()
                     await payments.close()
                     await hub.stop()
@@ -159,6 +163,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "hub": Provide(lambda: hub, sync_to_thread=False),
             "payments": Provide(lambda: payments, sync_to_thread=False),
+            "webhook_worker": Provide(lambda: webhook_worker, sync_to_thread=False),
         },
         state=State(
             {
@@ -167,6 +172,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
                 "hub": hub,
                 "rate_limits": rate_limits,
                 "purge": purge,
+                "webhook_worker": webhook_worker,
             }
         ),
         exception_handlers=EXCEPTION_HANDLERS,

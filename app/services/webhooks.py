@@ -1,21 +1,30 @@
 """A project's webhook endpoints: create (the signing secret shown once), list, read, change,
-delete, rotate the secret (the old one signs alongside for a day)."""
+delete, rotate the secret (the old one signs alongside for a day), send a test event, list
+the deliveries with their attempts and retry one. A paid request's `callback_url` is a hidden
+endpoint of its own (`request_id` set, app/services/callbacks.py) that none of these list or
+touch."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
+import msgspec
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db.engine import Database
-from app.db.models import Webhook
+from app.db.models import Webhook, WebhookAttempt, WebhookDelivery
 from app.domain.errors import InvalidInput, NotFound, Unavailable
 from app.domain.events import EVENT_TYPES, unknown_event_types
+from app.services.events import record_event
 from app.services.ids import new_id, utcnow
+from app.services.reading import MAX_PAGE, decode_cursor, encode_cursor
 from app.settings import Settings
+from app.webhooks.fanout import PENDING, WEBHOOK_TEST, new_delivery
 from app.webhooks.secrets import SecretBox, new_signing_secret
 from app.webhooks.ssrf import check_webhook_url
 
@@ -108,11 +117,31 @@ async def create_webhook(
     return IssuedWebhook(webhook, secret)
 
 
+def webhook_object(webhook: Webhook) -> dict[str, Any]:
+    """The endpoint as the API returns it, JSON-ready: the `data` of its `webhook.*` events."""
+    return msgspec.to_builtins(
+        {
+            "id": webhook.id,
+            "url": webhook.url,
+            "events": list(webhook.events),
+            "enabled": webhook.enabled,
+            "description": webhook.description,
+            "disabled_reason": webhook.disabled_reason,
+            "failing_since": webhook.failing_since,
+            "created_at": webhook.created_at,
+            "updated_at": webhook.updated_at,
+        }
+    )
+
+
 async def list_webhooks(db: Database, project_id: str) -> list[Webhook]:
-    """The project's endpoints, oldest first."""
+    """The project's endpoints, oldest first (callback endpoints of paid requests are not
+    among them)."""
     async with db.reading() as session:
         query = (
-            select(Webhook).where(col(Webhook.project_id) == project_id).order_by(col(Webhook.seq))
+            select(Webhook)
+            .where(col(Webhook.project_id) == project_id, col(Webhook.request_id).is_(None))
+            .order_by(col(Webhook.seq))
         )
         return list((await session.execute(query)).scalars().all())
 
@@ -127,7 +156,9 @@ async def _owned(session: AsyncSession, project_id: str, webhook_id: str) -> Web
     webhook = (
         await session.execute(
             select(Webhook).where(
-                col(Webhook.project_id) == project_id, col(Webhook.id) == webhook_id
+                col(Webhook.project_id) == project_id,
+                col(Webhook.id) == webhook_id,
+                col(Webhook.request_id).is_(None),
             )
         )
     ).scalar_one_or_none()
@@ -160,6 +191,9 @@ async def update_webhook(
             webhook.events = kinds
         if enabled is not None:
             webhook.enabled = enabled
+            if enabled:
+                webhook.disabled_reason = None
+                webhook.failing_since = None
         if description is not None:
             webhook.description = _description(description)
         webhook.updated_at = utcnow()
@@ -167,15 +201,42 @@ async def update_webhook(
 
 
 async def delete_webhook(db: Database, project_id: str, webhook_id: str) -> None:
+    """Removes the endpoint with its deliveries and their attempts."""
     async with db.transaction() as session:
-        await session.delete(await _owned(session, project_id, webhook_id))
+        webhook = await _owned(session, project_id, webhook_id)
+        await _delete_deliveries(session, [webhook.id])
+        await session.delete(webhook)
 
 
 async def delete_all_webhooks(db: Database, project_id: str) -> int:
-    """Removes every endpoint of the project; how many there were."""
+    """Removes every endpoint of the project (not the callback endpoints of its paid
+    requests) with their deliveries; how many endpoints there were."""
     async with db.transaction() as session:
-        result = await session.execute(delete(Webhook).where(col(Webhook.project_id) == project_id))
-    return int(getattr(result, "rowcount", 0) or 0)
+        ids = list(
+            (
+                await session.execute(
+                    select(col(Webhook.id)).where(
+                        col(Webhook.project_id) == project_id, col(Webhook.request_id).is_(None)
+                    )
+                )
+            ).scalars()
+        )
+        if ids:
+            await _delete_deliveries(session, ids)
+            await session.execute(delete(Webhook).where(col(Webhook.id).in_(ids)))
+    return len(ids)
+
+
+async def _delete_deliveries(session: AsyncSession, webhook_ids: list[str]) -> None:
+    deliveries = select(col(WebhookDelivery.id)).where(
+        col(WebhookDelivery.webhook_id).in_(webhook_ids)
+    )
+    await session.execute(
+        delete(WebhookAttempt).where(col(WebhookAttempt.delivery_id).in_(deliveries))
+    )
+    await session.execute(
+        delete(WebhookDelivery).where(col(WebhookDelivery.webhook_id).in_(webhook_ids))
+    )
 
 
 async def rotate_secret(
@@ -203,4 +264,133 @@ def signing_secrets(settings: Settings, webhook: Webhook, now: datetime | None =
     expires = webhook.previous_expires_at
     if webhook.previous_secret_sealed and expires is not None and (now or utcnow()) < expires:
         found.append(box.open(webhook.previous_secret_sealed, webhook.id))
+    return found
+
+
+# Deliveries ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """A delivery with its attempts, oldest attempt first."""
+
+    delivery: WebhookDelivery
+    attempts: list[WebhookAttempt]
+
+
+@dataclass(frozen=True)
+class DeliveryPage:
+    deliveries: list[DeliveryRecord]
+    next_cursor: str | None
+
+
+async def create_test_delivery(
+    db: Database, project_id: str, webhook_id: str, now: datetime | None = None
+) -> str:
+    """Records a `webhook.test` event (its `data` is the endpoint) for this endpoint alone
+    and its delivery, due at once, in one transaction; the delivery's id. NotFound for
+    another project's endpoint or a missing one."""
+    moment = now or utcnow()
+    async with db.transaction() as session:
+        webhook = await _owned(session, project_id, webhook_id)
+        event = await record_event(
+            session, project_id, WEBHOOK_TEST, webhook_object(webhook), now=moment
+        )
+        event.routed = True  # its one delivery is made here, not by the fan-out
+        row = new_delivery(project_id, webhook.id, event, moment)
+        session.add(WebhookDelivery(**row))
+    return str(row["id"])
+
+
+async def list_deliveries(
+    db: Database, project_id: str, webhook_id: str, limit: int = 50, cursor: str | None = None
+) -> DeliveryPage:
+    """The endpoint's deliveries, newest first, `limit` (1–1000) at a time, each with its
+    attempts. NotFound for another project's endpoint; InvalidCursor for a cursor this server
+    did not hand out; InvalidInput for a bad `limit`."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"`limit` must be from 1 to {MAX_PAGE}", param="limit")
+    before_seq = decode_cursor(cursor) if cursor is not None else None
+    async with db.reading() as session:
+        await _owned(session, project_id, webhook_id)
+        query = select(WebhookDelivery).where(
+            col(WebhookDelivery.project_id) == project_id,
+            col(WebhookDelivery.webhook_id) == webhook_id,
+        )
+        if before_seq is not None:
+            query = query.where(col(WebhookDelivery.seq) < before_seq)
+        rows = list(
+            (
+                await session.execute(
+                    query.order_by(col(WebhookDelivery.seq).desc()).limit(limit + 1)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        attempts = await _attempts_of(session, [row.id for row in rows])
+    last_seq = rows[-1].seq if more and rows else None
+    records = [DeliveryRecord(row, attempts[row.id]) for row in rows]
+    return DeliveryPage(records, encode_cursor(last_seq) if last_seq is not None else None)
+
+
+async def get_delivery(
+    db: Database, project_id: str, webhook_id: str, delivery_id: str
+) -> DeliveryRecord:
+    """One delivery of this project's endpoint with its attempts, or NotFound."""
+    async with db.reading() as session:
+        delivery = await _owned_delivery(session, project_id, webhook_id, delivery_id)
+        attempts = await _attempts_of(session, [delivery.id])
+    return DeliveryRecord(delivery, attempts[delivery.id])
+
+
+async def retry_delivery(
+    db: Database, project_id: str, webhook_id: str, delivery_id: str, now: datetime | None = None
+) -> DeliveryRecord:
+    """Makes a delivery due now: a failed (or succeeded) one is pending again and gets one
+    more attempt (more if that fails while the retry schedule has tries left). It is sent
+    while its endpoint is enabled. NotFound for another project's endpoint or delivery."""
+    moment = now or utcnow()
+    async with db.transaction() as session:
+        delivery = await _owned_delivery(session, project_id, webhook_id, delivery_id)
+        delivery.status = PENDING
+        delivery.next_attempt_at = moment
+        delivery.completed_at = None
+        delivery.updated_at = moment
+        attempts = await _attempts_of(session, [delivery.id])
+    return DeliveryRecord(delivery, attempts[delivery.id])
+
+
+async def _owned_delivery(
+    session: AsyncSession, project_id: str, webhook_id: str, delivery_id: str
+) -> WebhookDelivery:
+    await _owned(session, project_id, webhook_id)
+    delivery = (
+        await session.execute(
+            select(WebhookDelivery).where(
+                col(WebhookDelivery.project_id) == project_id,
+                col(WebhookDelivery.webhook_id) == webhook_id,
+                col(WebhookDelivery.id) == delivery_id,
+            )
+        )
+    ).scalar_one_or_none()
+    if delivery is None:
+        raise NotFound(f"delivery {delivery_id!r} of webhook {webhook_id!r} not found")
+    return delivery
+
+
+async def _attempts_of(
+    session: AsyncSession, delivery_ids: list[str]
+) -> dict[str, list[WebhookAttempt]]:
+    found: dict[str, list[WebhookAttempt]] = defaultdict(list)
+    if delivery_ids:
+        query = (
+            select(WebhookAttempt)
+            .where(col(WebhookAttempt.delivery_id).in_(delivery_ids))
+            .order_by(col(WebhookAttempt.seq))
+        )
+        for attempt in (await session.execute(query)).scalars():
+            found[attempt.delivery_id].append(attempt)
     return found
