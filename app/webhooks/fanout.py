@@ -96,15 +96,12 @@ async def _deliveries_for(
         if event.type == MESSAGE_RECEIVED and isinstance(event.data.get("in_reply_to"), str)
     }
     if replied_to:
-        requests_replied_to = dict(
-            (
-                await session.execute(
-                    select(col(Message.id), col(Message.request_id)).where(
-                        col(Message.id).in_(replied_to), col(Message.request_id).is_not(None)
-                    )
-                )
-            ).tuples()
+        found = await session.execute(
+            select(col(Message.id), col(Message.request_id)).where(
+                col(Message.id).in_(replied_to), col(Message.request_id).is_not(None)
+            )
         )
+        requests_replied_to = {message_id: request_id for message_id, request_id in found}
         for event in events:
             replied = event.data.get("in_reply_to")
             if event.type == MESSAGE_RECEIVED and request_of[event.id] is None:

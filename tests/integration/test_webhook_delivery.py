@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ssl
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 from standardwebhooks import Webhook as StandardWebhook
 from standardwebhooks import WebhookVerificationError
@@ -21,12 +28,16 @@ from standardwebhooks import WebhookVerificationError
 from app.db.engine import Database
 from app.db.models import Webhook
 from app.domain.webhook_retries import RETRY_DELAYS_S
+from app.services import callbacks, credits
 from app.services.events import record_event
 from app.services.ids import new_id, utcnow
 from app.settings import Settings
+from app.webhooks.client import WebhookClient
 from app.webhooks.delivery import DeliveryWorker
 from app.webhooks.signing import signature_headers
+from tests.conftest import TEST_SECRET_KEY
 from tests.support.factories import new_tenant
+from tests.support.live import eventually, live_server
 from tests.support.receiver import Receiver, refusing_port, running_receiver
 
 TOLERANCE_S = 300
@@ -73,6 +84,14 @@ async def deliver(delivery_worker: DeliveryWorker) -> int:
     started = await delivery_worker.run_once()
     await delivery_worker.drain()
     return started
+
+
+async def deliver_all(delivery_worker: DeliveryWorker) -> int:
+    """Rounds until nothing is due; how many sends they started in all."""
+    total = 0
+    while started := await deliver(delivery_worker):
+        total += started
+    return total
 
 
 async def add_hook(client: httpx.AsyncClient, headers: dict[str, str], url: str, **body) -> dict:
@@ -273,3 +292,343 @@ async def test_a_refused_connection_is_retried_and_five_days_of_failures_disable
     assert await deliver(delivery_worker) == 0
     assert len(await deliveries(client, tenant.headers, bad["id"])) == 2
     assert good["enabled"]
+
+
+async def test_private_targets_are_refused_again_at_connect_time(client, db, settings):
+    """Endpoints made while private targets were allowed; a worker that does not allow them
+    refuses to connect, saying why, and the receiver behind them hears nothing."""
+    tenant = await new_tenant(db)
+    strict = worker(db, settings, webhook_allow_private=False)
+    async with running_receiver() as receiver:
+        port = receiver.url.split(":")[2].split("/")[0]
+        refusals = {
+            f"https://127.0.0.1:{port}/hook": "127.0.0.1 is a loopback address",
+            f"https://localhost:{port}/hook": "'localhost' resolves to 127.0.0.1 is a loopback",
+            "https://10.0.0.1/hook": "10.0.0.1 is a private address",
+            "https://192.168.1.1/hook": "192.168.1.1 is a private address",
+            "https://169.254.169.254/latest/meta-data": "169.254.169.254 is a cloud metadata",
+            f"https://[::1]:{port}/hook": "::1 is a loopback address",
+            f"https://[::ffff:127.0.0.1]:{port}/hook": "127.0.0.1 is a loopback address",
+            receiver.url: "only https URLs are allowed",
+        }
+        hooks = {
+            (await add_hook(client, tenant.headers, url))["id"]: reason
+            for url, reason in refusals.items()
+        }
+        await state_change(db, tenant.project_id)
+        assert await deliver(strict) == len(hooks)
+        assert receiver.received == []
+    for webhook_id, reason in hooks.items():
+        [delivery] = await deliveries(client, tenant.headers, webhook_id)
+        assert delivery["status"] == "pending" and delivery["status_code"] is None
+        assert delivery["error"].startswith("not sent: ") and reason in delivery["error"]
+
+
+async def test_a_redirect_is_not_followed(client, db, settings):
+    tenant = await new_tenant(db)
+    async with running_receiver() as inner:
+        async with running_receiver(Receiver(redirect_to=inner.url)) as outer:
+            hook = await add_hook(client, tenant.headers, outer.url)
+            await state_change(db, tenant.project_id)
+            assert await deliver(worker(db, settings)) == 1
+        assert len(outer.received) == 1
+        assert inner.received == []
+    [delivery] = await deliveries(client, tenant.headers, hook["id"])
+    assert delivery["status"] == "pending" and delivery["status_code"] == 302
+    assert delivery["error"] == "answered 302: redirects are not followed"
+
+
+def _certificate_authority(tmp_path: Path, name: str) -> tuple[Path, Path, ssl.SSLContext]:
+    """A CA and a server certificate for `name` signed by it: (cert file, key file, a client
+    context that trusts only that CA)."""
+    now = datetime.now(UTC)
+
+    def build(subject: str, issuer: x509.Name, public_key, signing_key, ca: bool):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False
+            )
+        return builder.sign(signing_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Simwire test CA")])
+    ca_cert = build("Simwire test CA", ca_name, ca_key.public_key(), ca_key, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = build(name, ca_name, server_key.public_key(), ca_key, ca=False)
+    cert_file, key_file = tmp_path / "server.pem", tmp_path / "server.key"
+    cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    trust = ssl.create_default_context(
+        cadata=ca_cert.public_bytes(serialization.Encoding.PEM).decode()
+    )
+    return cert_file, key_file, trust
+
+
+async def test_the_connection_goes_to_the_address_checked_with_the_name_in_host_and_tls(
+    tmp_path,
+):
+    """The name is resolved once (here by a resolver that knows names no DNS does); the
+    request goes to that address with the name in `Host` and in TLS SNI, so the certificate is
+    verified for the name; a certificate for another name is refused."""
+    name = "hooks.simwire.test"
+    cert_file, key_file, trust = _certificate_authority(tmp_path, name)
+    lookups: list[str] = []
+
+    async def resolver(host: str, port: int):
+        lookups.append(host)
+        return [ip_address("127.0.0.1")] if host.endswith(".simwire.test") else []
+
+    client = WebhookClient(allow_private=True, timeout_s=5, resolver=resolver, verify=trust)
+    try:
+        async with running_receiver(
+            ssl_certfile=str(cert_file), ssl_keyfile=str(key_file)
+        ) as receiver:
+            port = receiver.url.split(":")[2].split("/")[0]
+            result = await client.post(f"https://{name}:{port}/hook?x=1", b"{}", {})
+            assert (result.status_code, result.error) == (200, None)
+            assert receiver.received[0].headers["host"] == f"{name}:{port}"
+            assert receiver.received[0].path == "/hook"
+            other = await client.post(f"https://other.simwire.test:{port}/hook", b"{}", {})
+            assert other.status_code is None and "could not connect" in str(other.error)
+            assert len(receiver.received) == 1
+            await client.aclose()  # its idle keep-alive connection would hold the server up
+        assert lookups == [name, "other.simwire.test"]
+        missing = await client.post("https://nowhere.example.invalid/hook", b"{}", {})
+        assert missing.error == "not sent: host 'nowhere.example.invalid' does not resolve"
+    finally:
+        await client.aclose()
+
+
+async def test_a_name_with_any_private_address_is_refused_when_private_targets_are_not_allowed():
+    async def resolver(host: str, port: int):
+        return [ip_address("93.184.215.14"), ip_address("10.1.2.3")]
+
+    client = WebhookClient(allow_private=False, timeout_s=5, resolver=resolver)
+    result = await client.post("https://rebinding.example.com/hook", b"{}", {})
+    assert result.status_code is None
+    assert result.error == (
+        "not sent: 'rebinding.example.com' resolves to 10.1.2.3 is a private address"
+    )
+
+
+async def test_the_test_route_sends_a_webhook_test_to_that_endpoint_only(client, db, settings):
+    tenant = await new_tenant(db)
+    async with running_receiver() as tested, running_receiver() as other:
+        hook = await add_hook(client, tenant.headers, tested.url)
+        await add_hook(client, tenant.headers, other.url)
+        response = await client.post(f"/v1/webhooks/{hook['id']}/test", headers=tenant.headers)
+        assert response.status_code == 200, response.text
+        delivery = response.json()
+        # Nothing else routes it anywhere: the other endpoint is never sent it.
+        assert await deliver(worker(db, settings)) == 0
+    assert other.received == []
+    [got] = tested.received
+    assert got.json["type"] == "webhook.test" and got.json["data"]["id"] == hook["id"]
+    assert verify(got.body, got.headers, hook["secret"])
+    assert delivery["event_id"] == got.json["id"] == got.headers["webhook-id"]
+    assert delivery["status"] == "succeeded" and delivery["event_type"] == "webhook.test"
+    assert [a["status_code"] for a in delivery["attempts"]] == [200]
+    assert await deliveries(client, tenant.headers, hook["id"]) == [delivery]
+
+
+async def test_retry_makes_a_failed_delivery_pending_and_due_now(client, db, settings):
+    tenant = await new_tenant(db)
+    clock = Clock()
+    delivery_worker = worker(db, settings, clock)
+    with refusing_port() as port:
+        hook = await add_hook(client, tenant.headers, f"http://127.0.0.1:{port}/hook")
+        await state_change(db, tenant.project_id)
+        failed = await walk_the_schedule(delivery_worker, clock, client, tenant.headers, hook["id"])
+    assert failed["status"] == "failed"
+    async with running_receiver() as receiver:
+        path = f"/v1/webhooks/{hook['id']}"
+        moved = await client.patch(path, headers=tenant.headers, json={"url": receiver.url})
+        assert moved.status_code == 200, moved.text
+        retried = await client.post(
+            f"{path}/deliveries/{failed['id']}/retry", headers=tenant.headers
+        )
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["status"] == "pending"
+        assert datetime.fromisoformat(retried.json()["next_attempt_at"]) <= utcnow()
+        assert len(retried.json()["attempts"]) == len(RETRY_DELAYS_S) + 1
+        assert await deliver(delivery_worker) == 1
+    assert receiver.ids() == [failed["event_id"]]
+    [done] = await deliveries(client, tenant.headers, hook["id"])
+    assert done["status"] == "succeeded" and done["attempt_count"] == len(RETRY_DELAYS_S) + 2
+
+
+async def test_deliveries_are_listed_newest_first_a_page_at_a_time(client, db, settings):
+    tenant = await new_tenant(db)
+    async with running_receiver() as receiver:
+        hook = await add_hook(client, tenant.headers, receiver.url)
+        made = [await state_change(db, tenant.project_id) for _ in range(5)]
+        assert await deliver_all(worker(db, settings)) == 5
+    path = f"/v1/webhooks/{hook['id']}/deliveries"
+    seen, cursor = [], None
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = (await client.get(path, headers=tenant.headers, params=params)).json()
+        assert page["count"] == len(page["data"]) <= 2
+        seen += [delivery["event_id"] for delivery in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == made[::-1]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "params", "status", "code"),
+    [
+        ("/deliveries", {"limit": "0"}, 400, "invalid_input"),
+        ("/deliveries", {"limit": "abc"}, 400, "invalid_input"),
+        ("/deliveries", {"cursor": "not-a-cursor"}, 400, "invalid_cursor"),
+        ("/deliveries/dlv_missing/retry", {}, 404, "not_found"),
+    ],
+)
+async def test_bad_input_to_the_delivery_routes_is_a_clear_error(
+    client, db, suffix, params, status, code
+):
+    tenant = await new_tenant(db)
+    hook = await add_hook(client, tenant.headers, "http://127.0.0.1:9/hook")
+    method = client.post if suffix.endswith("/retry") else client.get
+    response = await method(
+        f"/v1/webhooks/{hook['id']}{suffix}", headers=tenant.headers, params=params
+    )
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == code and response.json()["message"]
+
+
+async def test_routes_of_a_missing_endpoint_are_404_and_need_webhooks_manage(client, db):
+    tenant = await new_tenant(db)
+    reader = await new_tenant(db, "reader", scopes=["messages.read"])
+    for method, path in [
+        ("POST", "/v1/webhooks/wh_missing/test"),
+        ("GET", "/v1/webhooks/wh_missing/deliveries"),
+        ("POST", "/v1/webhooks/wh_missing/deliveries/dlv_missing/retry"),
+    ]:
+        response = await client.request(method, path, headers=tenant.headers)
+        assert response.status_code == 404 and response.json()["error"] == "not_found"
+        refused = await client.request(method, path, headers=reader.headers)
+        assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
+        assert (await client.request(method, path)).status_code == 401
+
+
+async def test_one_project_never_reaches_another_projects_deliveries(client, db, settings):
+    ours = await new_tenant(db, "ours")
+    theirs = await new_tenant(db, "theirs")
+    async with running_receiver() as our_receiver, running_receiver() as their_receiver:
+        our_hook = await add_hook(client, ours.headers, our_receiver.url)
+        their_hook = await add_hook(client, theirs.headers, their_receiver.url)
+        ours_event = await state_change(db, ours.project_id)
+        theirs_event = await state_change(db, theirs.project_id)
+        assert await deliver(worker(db, settings)) == 2
+    assert our_receiver.ids() == [ours_event]
+    assert their_receiver.ids() == [theirs_event]
+    [their_delivery] = await deliveries(client, theirs.headers, their_hook["id"])
+    [our_delivery] = await deliveries(client, ours.headers, our_hook["id"])
+    base = f"/v1/webhooks/{their_hook['id']}"
+    assert (await client.get(f"{base}/deliveries", headers=ours.headers)).status_code == 404
+    assert (await client.post(f"{base}/test", headers=ours.headers)).status_code == 404
+    retry = f"{base}/deliveries/{their_delivery['id']}/retry"
+    assert (await client.post(retry, headers=ours.headers)).status_code == 404
+    # Our endpoint with their delivery's id is no way in either.
+    mixed = f"/v1/webhooks/{our_hook['id']}/deliveries/{their_delivery['id']}/retry"
+    assert (await client.post(mixed, headers=ours.headers)).status_code == 404
+    assert [d["id"] for d in await deliveries(client, ours.headers, our_hook["id"])] == [
+        our_delivery["id"]
+    ]
+    assert their_receiver.received[0].json["project_id"] == theirs.project_id
+
+
+async def test_a_requests_callback_endpoint_gets_its_events_and_replies_and_stays_hidden(
+    client, db, settings
+):
+    tenant = await new_tenant(db)
+    await credits.grant(db, tenant.project_id, 10_000_000)
+    sent = await client.post(
+        "/v1/messages", headers=tenant.headers, json={"to": "+14155550100", "message": "hi"}
+    )
+    assert sent.status_code == 202, sent.text
+    request_id = sent.json()["request_id"]
+    message_id = sent.json()["messages"][0]["id"]
+    secret = callbacks.callback_secret(TEST_SECRET_KEY, request_id)
+    async with running_receiver() as callback, running_receiver() as listed_receiver:
+        listed = await add_hook(client, tenant.headers, listed_receiver.url)
+        order = await callbacks.callback_order(settings, callback.url, request_id)
+        async with db.transaction() as session:
+            hidden = callbacks.add_callback_endpoint(session, tenant.project_id, request_id, order)
+        ours = [
+            await state_change(db, tenant.project_id, "message.sent", {"request_id": request_id}),
+            await state_change(
+                db, tenant.project_id, "request.completed", {"request_id": request_id}
+            ),
+            await state_change(
+                db,
+                tenant.project_id,
+                "message.received",
+                {"id": new_id("msg"), "request_id": None, "in_reply_to": message_id},
+            ),
+        ]
+        elsewhere = [
+            await state_change(db, tenant.project_id, "message.sent", {"request_id": "req_x"}),
+            await state_change(
+                db,
+                tenant.project_id,
+                "message.received",
+                {"id": new_id("msg"), "request_id": None, "in_reply_to": None},
+            ),
+            await state_change(db, tenant.project_id, "device.online", {"id": "dev_1"}),
+        ]
+        await deliver_all(worker(db, settings))
+        # Deleting every listed endpoint leaves the request's own alone.
+        gone = await client.delete("/v1/webhooks", headers=tenant.headers)
+        assert gone.json() == {"success": True, "deleted": 1}
+    assert [one for one in callback.ids() if one in ours + elsewhere] == ours
+    assert all(StandardWebhook(secret).verify(one.body, one.headers) for one in callback.received)
+    assert set(ours + elsewhere) <= set(listed_receiver.ids())
+    shown = (await client.get("/v1/webhooks", headers=tenant.headers)).json()
+    assert shown["count"] == 0
+    for path in (f"/v1/webhooks/{hidden.id}", f"/v1/webhooks/{hidden.id}/deliveries"):
+        assert (await client.get(path, headers=tenant.headers)).status_code == 404
+    assert (await stored_hook(db, hidden.id)).request_id == request_id
+    assert listed["id"] != hidden.id
+
+
+async def test_a_committed_event_wakes_the_servers_worker_at_once(settings, db):
+    """The running server's worker polls only every 30 s here: the commit itself wakes it."""
+    tenant = await new_tenant(db)
+    slow_poll = settings.model_copy(update={"webhook_poll_s": 30.0})
+    async with live_server(slow_poll) as server, running_receiver() as receiver:
+        async with httpx.AsyncClient(base_url=server.url, headers=tenant.headers) as http:
+            response = await http.post("/v1/webhooks", json={"url": receiver.url})
+            assert response.status_code == 201, response.text
+        await eventually(lambda: server.app.state["webhook_worker"]._task is not None)
+        latencies = []
+        for _ in range(5):
+            started = time.monotonic()
+            event_id = await state_change(db, tenant.project_id)
+            arrived = await eventually(
+                lambda wanted=event_id: next(
+                    (r for r in receiver.received if r.headers["webhook-id"] == wanted), None
+                ),
+                timeout_s=5,
+                interval_s=0.005,
+            )
+            latencies.append(arrived.at - started)
+    assert max(latencies) < 1.0, latencies

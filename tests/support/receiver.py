@@ -95,6 +95,7 @@ async def running_receiver(
             lifespan="off",
             log_config=None,
             access_log=False,
+            timeout_graceful_shutdown=2,  # a client's idle keep-alive connection is dropped
             **uvicorn_config,
         )
     )
