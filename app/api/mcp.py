@@ -362,10 +362,7 @@ def build_mcp(db: Database, settings: Settings, hub: Hub, payments: PaymentRunti
                     sender=filters.sender,
                     limit=limit,
                 )
-                data = [
-                    {**_builtins(message_out(m.record)), "in_reply_to": m.in_reply_to}
-                    for m in found
-                ]
+                data = [_builtins(message_out(m.record)) for m in found]
                 return _ok({"address": address, "data": data, "count": len(data)})
             page = await reading.list_messages(
                 db, need(auth, "messages.read").project_id, filters, limit

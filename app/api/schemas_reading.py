@@ -1,5 +1,6 @@
-"""Response shapes (msgspec) of the read side: messages, requests, stats and credits, and the
-mapping from stored rows to them (shared by the API and the CLI)."""
+"""Response shapes (msgspec) of the read side: message lists, stats and credits, and the
+mapping from stored rows to them (shared by the API and the CLI); the message and request
+objects themselves are app/services/views.py's."""
 
 from __future__ import annotations
 
@@ -10,36 +11,13 @@ import msgspec
 from app.db.models import LedgerEntry
 from app.domain.pricing import format_usdc
 from app.services.credits import LedgerPage
-from app.services.reading import MessageRecord, ProjectStats, RequestView, Window
+from app.services.reading import ProjectStats, Window
 
-
-class MessageOut(msgspec.Struct):
-    """One SMS. Outbound: `from` is the SIM it went through (null until one is chosen).
-    Inbound: `from` is the sender as the phone reported it, `to` the receiving SIM's number,
-    and `status` is `received`."""
-
-    id: str
-    request_id: str | None
-    direction: str
-    status: str
-    to: str
-    from_: str | None = msgspec.field(name="from")
-    body: str
-    encoding: str
-    segments: int
-    price_atomic: int
-    """Price in USDC atomic units (6 decimals)."""
-    tag: str | None
-    sim_id: str | None
-    device_id: str | None
-    attempts: int
-    error_code: str | None
-    archived: bool
-    created_at: datetime
-    sent_at: datetime | None
-    delivered_at: datetime | None
-    failed_at: datetime | None
-    expires_at: datetime | None
+# The message and request objects live with the services (the event outbox carries them too).
+from app.services.views import MessageOut as MessageOut
+from app.services.views import RequestOut as RequestOut
+from app.services.views import message_out as message_out
+from app.services.views import request_out as request_out
 
 
 class MessageList(msgspec.Struct):
@@ -47,23 +25,6 @@ class MessageList(msgspec.Struct):
     count: int
     next_cursor: str | None
     """Pass as `cursor` for the next (older) page; null on the last page."""
-
-
-class RequestOut(msgspec.Struct):
-    """`failed` counts messages that did not get out (failed, expired or canceled; refunded);
-    `sent` those that did (sent or delivered); `queued` those not out yet."""
-
-    request_id: str
-    status: str
-    billing: str
-    total: int
-    delivered: int
-    sent: int
-    failed: int
-    queued: int
-    total_atomic: int
-    created_at: datetime
-    messages: list[MessageOut]
 
 
 class WindowOut(msgspec.Struct):
@@ -106,49 +67,6 @@ class CreditsOut(msgspec.Struct):
     currency: str
     ledger: list[LedgerEntryOut]
     next_cursor: str | None
-
-
-def message_out(record: MessageRecord) -> MessageOut:
-    message = record.message
-    return MessageOut(
-        id=message.id,
-        request_id=message.request_id,
-        direction=message.direction,
-        status=message.status,
-        to=message.to_number,
-        from_=record.sender,
-        body=message.body,
-        encoding=message.encoding,
-        segments=message.segment_count,
-        price_atomic=message.price_atomic,
-        tag=message.tag,
-        sim_id=message.sim_id,
-        device_id=message.device_id,
-        attempts=message.attempts,
-        error_code=message.error_code,
-        archived=message.archived,
-        created_at=message.created_at,
-        sent_at=message.sent_at,
-        delivered_at=message.delivered_at,
-        failed_at=message.failed_at,
-        expires_at=message.expires_at,
-    )
-
-
-def request_out(view: RequestView) -> RequestOut:
-    return RequestOut(
-        request_id=view.request.id,
-        status=view.status,
-        billing=view.request.billing,
-        total=len(view.records),
-        delivered=view.delivered,
-        sent=view.sent,
-        failed=view.failed,
-        queued=view.queued,
-        total_atomic=view.request.total_atomic,
-        created_at=view.request.created_at,
-        messages=[message_out(record) for record in view.records],
-    )
 
 
 def _window_out(window: Window) -> WindowOut:

@@ -154,3 +154,27 @@ def _connects(digits: str, region: str) -> bool:
 @lru_cache(maxsize=1024)
 def _is_emergency_anywhere(digits: str) -> bool:
     return any(_is_emergency(digits, r) for r in phonenumbers.SUPPORTED_SHORT_REGIONS)
+
+
+def same_number(reported: str, e164: str) -> bool:
+    """Whether a number a phone reported (E.164, national, with spaces) is `e164`."""
+    if reported == e164:
+        return True
+    digits = "".join(ch for ch in reported if ch.isdigit())
+    target = "".join(ch for ch in e164 if ch.isdigit())
+    if len(digits) < 7 or not target:
+        return False
+    national = digits.lstrip("0")
+    return target == digits or (len(national) >= 7 and target.endswith(national))
+
+
+def same_number_candidates(reported: str) -> tuple[str, str | None]:
+    """What a stored E.164 number that `same_number(reported, it)` may be is looked up by:
+    `reported` itself, and (when it has at least 7 digits) the digits it must end with, its
+    trunk zeros dropped; None when only the exact text can match. A store narrows by these,
+    then confirms each find with `same_number`."""
+    digits = "".join(ch for ch in reported if ch.isdigit())
+    national = digits.lstrip("0")
+    if len(digits) < 7:
+        return reported, None
+    return reported, national if len(national) >= 7 else digits

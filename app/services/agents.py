@@ -14,10 +14,10 @@ from sqlmodel import col
 
 from app.db.models import Message, Sim
 from app.domain.errors import InvalidInput
+from app.domain.numbers import same_number
 from app.hub.hub import Hub
 from app.services import reading
 from app.services.ids import utcnow
-from app.services.wallets import same_number
 
 MAX_WAIT_S = 120.0
 MAX_PATTERN_CHARS = 200

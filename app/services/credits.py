@@ -11,10 +11,11 @@ from sqlalchemy.sql import ColumnElement
 from sqlmodel import col
 
 from app.db.engine import Database
-from app.db.models import CreditAccount, LedgerEntry, Message, MessageRequest
+from app.db.models import CreditAccount, LedgerEntry, Message, MessageRequest, ProjectPolicy
 from app.db.repositories.projects import ProjectRepository
 from app.domain import ledger
 from app.domain.errors import InsufficientCredits, NotFound
+from app.services import outbox
 from app.services.ids import new_id, utcnow
 
 
@@ -112,10 +113,11 @@ async def credit_project(
 async def charge_project(
     session: AsyncSession, project_id: str, amount_atomic: int, request_id: str
 ) -> LedgerEntry:
-    """Debits the whole cost of a request, or raises InsufficientCredits having changed nothing."""
+    """Debits the whole cost of a request, or raises InsufficientCredits having changed nothing.
+    A debit that takes the balance below the project's threshold records `credits.low`."""
     # One conditional UPDATE: a project that never had credit has no account, hence no row.
     try:
-        return await _apply(
+        entry = await _apply(
             session,
             _project_owner(project_id),
             ledger.CHARGE,
@@ -127,6 +129,18 @@ async def charge_project(
         raise InsufficientCredits(
             exc.details["balance_atomic"], exc.details["required_atomic"], project_id
         ) from None
+    threshold = (
+        await session.execute(
+            select(col(ProjectPolicy.credits_low_threshold_atomic)).where(
+                col(ProjectPolicy.project_id) == project_id
+            )
+        )
+    ).scalar_one_or_none()
+    after = entry.balance_after_atomic
+    event = outbox.credits_low_event(project_id, after + amount_atomic, after, threshold)
+    if event is not None:
+        await outbox.insert_events(session, [event])
+    return entry
 
 
 async def payer_balance(session: AsyncSession, payer: str, network: str) -> int:

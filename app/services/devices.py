@@ -1,4 +1,11 @@
-"""Phones: pairing, token authentication, connection state, SIM inventory and SIM locks."""
+"""Phones: pairing, token authentication, connection state, SIM inventory and SIM locks.
+
+`device.online` and `device.offline` are recorded with the change of the stored connection
+state itself: online when a device with no instance holding it connects, offline when the
+instance that held it lets go (or it is revoked while connected). A reconnect while the
+stored state still says connected (a newer socket replacing an older one, or a phone coming
+back before its old instance noticed it gone) is no change and records nothing, so the two
+always alternate."""
 
 from __future__ import annotations
 
@@ -15,8 +22,9 @@ from app.db.models import Device, Message, Sim
 from app.domain import credentials, statuses
 from app.domain.errors import NotFound, Unauthorized
 from app.domain.text import storable
-from app.services import outbound
+from app.services import outbound, outbox
 from app.services.ids import new_id, new_secret, utcnow
+from app.services.views import as_data, device_out
 
 
 class DeviceRevoked(Unauthorized):
@@ -128,10 +136,13 @@ async def revoke_device(db: Database, project_id: str, device_id: str) -> Device
         ).scalar_one_or_none()
         if device is None or device.revoked_at is not None:
             raise NotFound(f"device {device_id!r} not found")
+        was_connected = device.instance_id is not None
         device.revoked_at = now
         device.instance_id = None
         await session.execute(update(Sim).where(col(Sim.device_id) == device_id).values(live=False))
         await _requeue_unaccepted(session, device_id)
+        if was_connected:
+            await _record_device_event(session, device_id, "device.offline", online=False)
     return device
 
 
@@ -146,14 +157,53 @@ async def note_connected(
     session: AsyncSession, device_id: str, instance_id: str, info: dict[str, Any] | None = None
 ) -> None:
     """In the caller's transaction: the device is connected to `instance_id` (and seen now),
-    with what it says of itself (`info`: model, os, app_version)."""
+    with what it says of itself (`info`: model, os, app_version); `device.online` if no
+    instance held it."""
     now = utcnow()
     values: dict[str, Any] = {"instance_id": instance_id, "connected_at": now, "last_seen_at": now}
     # Descriptive only, so stored cut to the column's size with NUL replaced, never refused.
     for name, max_length in _DEVICE_INFO_LENGTHS.items():
         if info and isinstance(info.get(name), str):
             values[name] = storable(info[name])[:max_length]
-    await session.execute(update(Device).where(col(Device.id) == device_id).values(**values))
+    # Conditional, so of two instances racing to connect it only one sees it come online.
+    came_online = (
+        await session.execute(
+            update(Device)
+            .where(
+                col(Device.id) == device_id,
+                col(Device.instance_id).is_(None),
+                col(Device.revoked_at).is_(None),
+            )
+            .values(**values)
+            .returning(col(Device.id))
+        )
+    ).scalar_one_or_none() is not None
+    if came_online:
+        await _record_device_event(session, device_id, "device.online", online=True)
+    else:
+        await session.execute(update(Device).where(col(Device.id) == device_id).values(**values))
+
+
+async def _record_device_event(
+    session: AsyncSession, device_id: str, type: str, *, online: bool
+) -> None:
+    """The device as `GET /v1/devices` lists it, read in this transaction (one statement).
+    `online` is what the change just made it (just seen, or let go)."""
+    rows = (
+        await session.execute(
+            select(Device, Sim)
+            .outerjoin(Sim, col(Sim.device_id) == col(Device.id))
+            .where(col(Device.id) == device_id)
+            .order_by(col(Sim.slot))
+            .execution_options(populate_existing=True)
+        )
+    ).all()
+    if not rows:
+        return
+    device = rows[0][0]
+    sims = [sim for _, sim in rows if sim is not None]
+    data = as_data(device_out(device, sims, online))
+    await outbox.insert_events(session, [outbox.event_row(device.project_id, type, data)])
 
 
 async def report_sims(db: Database, device: Device, sims: list[ReportedSim]) -> list[Sim]:
@@ -261,8 +311,8 @@ async def device_disconnected(
     db: Database, device_id: str, instance_id: str, seen: SeenState | None = None
 ) -> list[str]:
     """Marks the device offline (if this instance still holds it), with what was last heard
-    from it (`seen`), and returns to the queue what it had not accepted. Returns the ids of
-    requeued messages."""
+    from it (`seen`) and `device.offline`, and returns to the queue what it had not accepted.
+    Returns the ids of requeued messages."""
     values: dict[str, Any] = {"instance_id": None}
     if seen is not None:
         values["last_seen_at"] = seen.seen_at
@@ -279,7 +329,9 @@ async def device_disconnected(
         if result.scalar_one_or_none() is None:
             return []  # it already reconnected elsewhere
         await session.execute(update(Sim).where(col(Sim.device_id) == device_id).values(live=False))
-        return await _requeue_unaccepted(session, device_id)
+        requeued = await _requeue_unaccepted(session, device_id)
+        await _record_device_event(session, device_id, "device.offline", online=False)
+        return requeued
 
 
 async def _requeue_unaccepted(session: AsyncSession, device_id: str) -> list[str]:

@@ -1,13 +1,14 @@
-"""Inbound SMS from phones: stored once per (device, phone-side id), as reported."""
+"""Inbound SMS from phones: stored once per (device, phone-side id), as reported, each linked
+to the message it answers (`in_reply_to`) and recorded with `message.received`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,9 +18,18 @@ from app.db.engine import Database
 from app.db.models import Device, Message, Sim
 from app.domain import statuses
 from app.domain.errors import SimwireError
+from app.domain.numbers import same_number, same_number_candidates
 from app.domain.segments import plan_segments
 from app.domain.text import storable
+from app.services import outbox
 from app.services.ids import new_id, utcnow
+from app.services.views import MessageRecord
+
+# A reply answers the latest message its sender got from the project on that SIM this long ago
+# at most (DESIGN §9).
+REPLY_WINDOW = timedelta(days=7)
+
+_MESSAGES = Message.metadata.tables["messages"]
 
 
 @dataclass(frozen=True)
@@ -40,9 +50,10 @@ def _encoding_of(body: str) -> tuple[str, int]:
 
 
 async def store_inbound(db: Database, device: Device, sms: ReceivedSms) -> tuple[str, bool]:
-    """Stores an inbound SMS; returns (message id, whether it is new). A repeat of a
-    phone-side id from the same device returns the first message's id. NUL in the sender or
-    body is stored as U+FFFD; the sender is kept to its first 64 characters."""
+    """Stores an inbound SMS with its `in_reply_to` and `message.received`; returns (message
+    id, whether it is new). A repeat of a phone-side id from the same device returns the first
+    message's id and records nothing. NUL in the sender or body is stored as U+FFFD; the
+    sender is kept to its first 64 characters."""
     existing = await _find(db, device.id, sms.phone_message_id)
     if existing:
         return existing, False
@@ -60,6 +71,12 @@ async def store_inbound(db: Database, device: Device, sms: ReceivedSms) -> tuple
                         )
                     )
                 ).scalar_one_or_none()
+            now = utcnow()
+            replied = (
+                await replied_to(session, [(device.project_id, sim.id, sender[:64])], now)
+                if sim is not None
+                else {}
+            )
             message = Message(
                 id=new_id("msg"),
                 project_id=device.project_id,
@@ -73,10 +90,14 @@ async def store_inbound(db: Database, device: Device, sms: ReceivedSms) -> tuple
                 sim_id=sim.id if sim else None,
                 device_id=device.id,
                 phone_message_id=sms.phone_message_id[:200],
-                created_at=utcnow(),
+                created_at=now,
                 device_time=sms.device_time,
+                in_reply_to=replied.get((device.project_id, sim.id, sender[:64])) if sim else None,
             )
             session.add(message)
+            await session.flush()
+            record = MessageRecord(message, sim.number if sim else None)
+            await outbox.insert_events(session, [outbox.message_event(record, now)])
         return message.id, True
     except IntegrityError:  # the same SMS arrived twice at once
         found = await _find(db, device.id, sms.phone_message_id)
@@ -111,7 +132,8 @@ async def store_inbound_many(
 ) -> None:
     """Stores SMS from phones in the caller's transaction, each once per (device, phone-side
     id): a repeat, in the batch or of one stored before, is skipped, never an error. Stored as
-    `store_inbound` stores one (`dialect`: the engine's, "sqlite" or "postgresql")."""
+    `store_inbound` stores one (`dialect`: the engine's, "sqlite" or "postgresql"); the replies
+    are linked with one query, and the events of those newly stored written with one insert."""
     if not items:
         return
     slots = {(i.device_id, i.sms.sim_slot) for i in items if i.sms.sim_slot is not None}
@@ -162,8 +184,89 @@ async def store_inbound_many(
                 "device_time": sms.device_time,
             }
         )
-    insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-    await session.execute(
-        insert(Message).on_conflict_do_nothing(index_elements=["device_id", "phone_message_id"]),
-        rows,
+    replied = await replied_to(
+        session,
+        [(row["project_id"], row["sim_id"], row["from_number"]) for row in rows if row["sim_id"]],
+        now,
     )
+    for row in rows:
+        row["in_reply_to"] = replied.get((row["project_id"], row["sim_id"], row["from_number"]))
+    insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+    stored = set(
+        (
+            await session.execute(
+                insert(Message)
+                .on_conflict_do_nothing(index_elements=["device_id", "phone_message_id"])
+                .returning(col(Message.id)),
+                rows,
+            )
+        ).scalars()
+    )
+    numbers = {sim_id: number for sim_id, number in sims.values()}
+    await outbox.insert_events(
+        session,
+        [
+            outbox.message_event(MessageRecord(Message(**row), numbers.get(row["sim_id"])), now)
+            for row in rows
+            if row["id"] in stored
+        ],
+    )
+
+
+ReplyKey = tuple[str, str, str]
+"""(project id, SIM id, sender as reported)."""
+
+
+async def replied_to(
+    session: AsyncSession, wanted: Sequence[ReplyKey], now: datetime
+) -> dict[ReplyKey, str]:
+    """For each inbound SMS (project, receiving SIM, sender), the id of the latest outbound
+    message of that project to that sender on that SIM given out within `REPLY_WINDOW` before
+    `now`; those with none are left out. One query for all of them, on the SIM's dispatch
+    index (`ix_messages_sim_window`); the sender matches the stored E.164 number as
+    `same_number` says (the phone may report it national, or with spaces)."""
+    keys = sorted(set(wanted))
+    if not keys:
+        return {}
+    matches = []
+    for project_id, sim_id, sender in keys:
+        exact, suffix = same_number_candidates(sender)
+        number = _MESSAGES.c.to_number == exact
+        if suffix is not None:
+            number = or_(number, _MESSAGES.c.to_number.like(f"%{suffix}"))
+        matches.append(
+            and_(_MESSAGES.c.sim_id == sim_id, _MESSAGES.c.project_id == project_id, number)
+        )
+    found = await session.execute(
+        select(
+            _MESSAGES.c.id,
+            _MESSAGES.c.project_id,
+            _MESSAGES.c.sim_id,
+            _MESSAGES.c.to_number,
+            _MESSAGES.c.dispatched_at,
+            _MESSAGES.c.seq,
+        ).where(
+            _MESSAGES.c.sim_id.in_(sorted({sim_id for _, sim_id, _ in keys})),
+            _MESSAGES.c.dispatched_at >= now - REPLY_WINDOW,
+            _MESSAGES.c.direction == "out",
+            or_(*matches),
+        )
+    )
+    candidates = found.all()
+    replied: dict[ReplyKey, str] = {}
+    for key in keys:
+        project_id, sim_id, sender = key
+        latest = max(
+            (
+                row
+                for row in candidates
+                if row.sim_id == sim_id
+                and row.project_id == project_id
+                and same_number(sender, row.to_number)
+            ),
+            key=lambda row: (row.dispatched_at, row.seq),
+            default=None,
+        )
+        if latest is not None:
+            replied[key] = latest.id
+    return replied

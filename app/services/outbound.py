@@ -1,5 +1,5 @@
 """The outbound message lifecycle in storage: enqueue, claim for a phone, and every transition
-the phone or the clock causes. Each function is one transaction; refunds ride along."""
+the phone or the clock causes. Each function is one transaction; refunds and events ride along."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,11 +16,14 @@ from sqlmodel import col
 from app.db.engine import Database
 from app.db.models import Device, Message, Sim
 from app.domain import statuses
+from app.services import outbox
 from app.services.credits import refund_message
 from app.services.ids import new_id, utcnow
+from app.services.views import MessageRecord
 
-# The table itself, for executemany statements (Core, not the ORM's bulk paths).
+# The tables themselves, for executemany statements (Core, not the ORM's bulk paths).
 _MESSAGES = Message.metadata.tables["messages"]
+_SIMS = Sim.metadata.tables["sims"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ async def enqueue(
     ttl_s: int = 86_400,
     billing: str = "credits",
 ) -> list[Message]:
-    """Queues messages in the caller's transaction. After commit, wake the hub."""
+    """Queues messages in the caller's transaction, with their `message.queued` events.
+    After commit, wake the hub."""
     now = utcnow()
     rows = [
         Message(
@@ -84,6 +88,9 @@ async def enqueue(
     ]
     session.add_all(rows)
     await session.flush()
+    await outbox.insert_events(
+        session, [outbox.message_event(MessageRecord(row), now) for row in rows]
+    )
     return rows
 
 
@@ -293,22 +300,42 @@ class Report:
     at: datetime | None = None
 
 
+# The statuses a report can bring a message to that callers are told about (an event each).
+_REPORTED_STATUSES = frozenset({statuses.SENT, statuses.DELIVERED, statuses.FAILED})
+
+
 @dataclass(slots=True)
 class _Row:
-    """A message's state while a batch of reports is applied to it, and what changed."""
+    """A message's state while a batch of reports is applied to it, what changed, and the
+    message as it stood each time it reached a status callers are told about."""
 
     project_id: str
     device_id: str | None
     status: str
     accepted_at: datetime | None
     sent_at: datetime | None
+    stored: dict[str, Any]
     changes: dict[str, object] = field(default_factory=dict)
+    reached: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, row: Any) -> _Row:
+        return cls(
+            row["project_id"],
+            row["device_id"],
+            row["status"],
+            row["accepted_at"],
+            row["sent_at"],
+            dict(row),
+        )
 
     def set(self, **values: object) -> None:
         self.changes.update(values)
         for name, value in values.items():
             if hasattr(self, name):
                 setattr(self, name, value)
+        if values.get("status") in _REPORTED_STATUSES:
+            self.reached.append({**self.stored, **self.changes})
 
 
 _REPORT_COLUMNS = (
@@ -326,37 +353,46 @@ async def apply_reports(session: AsyncSession, reports: Sequence[Report]) -> lis
     """Applies phone reports in order, in the caller's transaction: one read of every message
     they name (row-locked on PostgreSQL) and one batched write of the changes. Each report
     follows the rules of `mark_accepted`, `record_send_result` and `record_delivery`; a later
-    report about the same message sees what an earlier one did. Failures are refunded."""
+    report about the same message sees what an earlier one did. Failures are refunded.
+
+    Each message that becomes `sent`, `delivered` or `failed` gets its event, with the message
+    as it stood then (a batch that carries both the send result and the delivery report of a
+    message writes `message.sent` and then `message.delivered`), all written with one insert;
+    the requests whose last messages this finished get `request.completed`."""
     if not reports:
         return []
     now = utcnow()
     ids = sorted({report.message_id for report in reports})
     found = await session.execute(
-        select(
-            col(Message.id),
-            col(Message.project_id),
-            col(Message.device_id),
-            col(Message.status),
-            col(Message.accepted_at),
-            col(Message.sent_at),
-        )
-        .where(col(Message.id).in_(ids))
-        .order_by(col(Message.id))
-        .with_for_update()
+        select(*_MESSAGES.c, _SIMS.c.number.label("sim_number"))
+        .select_from(_MESSAGES.outerjoin(_SIMS, _SIMS.c.id == _MESSAGES.c.sim_id))
+        .where(_MESSAGES.c.id.in_(ids))
+        .order_by(_MESSAGES.c.id)
+        .with_for_update(of=_MESSAGES)
     )
-    rows = {row[0]: _Row(*row[1:]) for row in found.all()}
+    rows: dict[str, _Row] = {}
+    sim_numbers: dict[str, str | None] = {}
+    for found_row in found:
+        values = dict(found_row._mapping)
+        sim_numbers[values["id"]] = values.pop("sim_number")
+        rows[values["id"]] = _Row.of(values)
     outcomes: list[Outcome] = []
     failing: list[int] = []  # the reports that failed their message (to be refunded)
+    reached: list[MessageRecord] = []  # the messages as each event reports them, in order
     for report in reports:
         row = rows.get(report.message_id)
         if row is None or row.project_id != report.project_id:
             outcomes.append(Outcome(stored=False))
             continue
-        before = row.status
+        before, known = row.status, len(row.reached)
         outcome = _apply(row, report, now)
         if before != statuses.FAILED and row.status == statuses.FAILED:
             failing.append(len(outcomes))
         outcomes.append(outcome)
+        for state in row.reached[known:]:
+            reached.append(
+                outbox.record_of({**state, "sim_number": sim_numbers.get(report.message_id)})
+            )
     changed = [(message_id, row) for message_id, row in rows.items() if row.changes]
     # One statement per shape of change, each run once over all its messages.
     by_shape: dict[tuple[str, ...], list[dict[str, object]]] = {}
@@ -381,6 +417,13 @@ async def apply_reports(session: AsyncSession, reports: Sequence[Report]) -> lis
             if reports[index].message_id in refunded:
                 o = outcomes[index]
                 outcomes[index] = Outcome(o.stored, o.status, True, o.taken_from)
+    if reached:
+        await outbox.insert_events(session, [outbox.message_event(r, now) for r in reached])
+        await outbox.completed_requests(
+            session,
+            [r.message.request_id for r in reached if r.message.status in statuses.FINAL_STATUSES],
+            now,
+        )
     return outcomes
 
 
@@ -411,8 +454,10 @@ def _apply(row: _Row, report: Report, now: datetime) -> Outcome:
             row.set(status=statuses.SENT, sent_at=now)
         return Outcome(stored=True, status=row.status, taken_from=taken_from)
     if row.status in (statuses.QUEUED, statuses.SENDING, statuses.ACCEPTED, statuses.SENT):
-        if row.sent_at is None:
-            row.set(sent_at=now)
+        if row.status != statuses.SENT:
+            # The report overtook the send result (phones send whichever is ready first): the
+            # radio did send it, and callers are told so before they hear how it ended.
+            row.set(status=statuses.SENT, sent_at=row.sent_at or now)
         if not report.success:
             return _failing(row, "not_delivered", now, taken_from)
         row.set(status=statuses.DELIVERED, delivered_at=report.at or now)
@@ -515,7 +560,8 @@ async def sweep(
 ) -> SweepResult:
     """The clock's transitions: unaccepted commands past the ack timeout go back to the queue;
     queued messages past their TTL expire; accepted messages with no result past the bound
-    fail with `no_result`. Expired and failed ones are refunded.
+    fail with `no_result`. Expired and failed ones are refunded, and reported with
+    `message.expired` and `message.failed` (and `request.completed` for requests they finish).
 
     An instance takes back the commands of phones connected to it (or to none), except those
     whose `accepted` it already holds (`accepts_in_hand`): they arrived in time. A phone on
@@ -587,11 +633,16 @@ async def _finish_where(
         )
         for message in rows:
             await _fail(session, message, error_code, now, status)
+        if rows:
+            await session.flush()
+            finished = await outbox.message_events(session, [message.id for message in rows], now)
+            await outbox.completed_requests(session, [r.message.request_id for r in finished], now)
     return len(rows), [message.id for message in rows]
 
 
 async def cancel(db: Database, project_id: str, message_id: str) -> tuple[Message, bool] | None:
-    """Cancels a message still queued (refunding it). Returns the message and whether this
+    """Cancels a message still queued (refunding it), with `message.canceled` (and
+    `request.completed` if it was its request's last). Returns the message and whether this
     call canceled it; None if it is not this project's. Racing with dispatch or with another
     cancel is safe: the row lock decides which one wins."""
     async with db.transaction() as session:
@@ -600,7 +651,11 @@ async def cancel(db: Database, project_id: str, message_id: str) -> tuple[Messag
             return None
         if message.status != statuses.QUEUED:
             return message, False
+        now = utcnow()
         message.status = statuses.CANCELED
-        message.failed_at = utcnow()
+        message.failed_at = now
         await refund_message(session, message)
+        await session.flush()
+        await outbox.message_events(session, [message.id], now)
+        await outbox.completed_requests(session, [message.request_id], now)
         return message, True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -200,6 +201,12 @@ async def rotate_key(db: Database, project_id: str, key_id: str, mode: str = "li
     return issued
 
 
+class Keep(enum.Enum):
+    """For a policy part where None is a value of its own: leave the part as it is."""
+
+    KEEP = "keep"
+
+
 async def set_policy(
     db: Database,
     project_id: str,
@@ -207,11 +214,22 @@ async def set_policy(
     allowed_categories: list[str] | None = None,
     blocked_terms: list[str] | None = None,
     allowed_domains: list[str] | None = None,
+    credits_low_threshold_atomic: int | None | Keep = Keep.KEEP,
 ) -> ProjectPolicy:
-    """Replaces the given parts of a project's sending policy (None leaves a part as it is)."""
+    """Replaces the given parts of a project's sending policy (None leaves a part as it is).
+    `credits_low_threshold_atomic` (USDC atomic units, >= 0) is the balance below which a
+    charge records `credits.low`; None turns that off, `Keep.KEEP` leaves it. InvalidInput
+    for a negative threshold or a category that can never be allowed."""
     forbidden = sorted(set(allowed_categories or ()) & set(ALWAYS_BLOCKED))
     if forbidden:
         raise InvalidInput(f"these categories can never be allowed: {', '.join(forbidden)}")
+    if isinstance(credits_low_threshold_atomic, int) and (
+        isinstance(credits_low_threshold_atomic, bool) or credits_low_threshold_atomic < 0
+    ):
+        raise InvalidInput(
+            "`credits_low_threshold_atomic` must be an integer of at least 0, or null",
+            param="credits_low_threshold_atomic",
+        )
     async with db.transaction() as session:
         if await ProjectRepository(session).get_project(project_id) is None:
             raise NotFound(f"project {project_id!r} not found")
@@ -231,6 +249,8 @@ async def set_policy(
             policy.blocked_terms = list(blocked_terms)
         if allowed_domains is not None:
             policy.allowed_domains = [d.lower() for d in allowed_domains]
+        if credits_low_threshold_atomic is not Keep.KEEP:
+            policy.credits_low_threshold_atomic = credits_low_threshold_atomic
         policy.updated_at = utcnow()
         change = {"project_id": project_id}
         await access_cache.announce(session, db, change)

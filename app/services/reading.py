@@ -19,13 +19,17 @@ from app.domain import ledger, statuses
 from app.domain.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from app.services import outbound
 from app.services.ids import utcnow
+from app.services.views import (
+    PENDING_STATUSES,
+    SENT_STATUSES,
+    MessageRecord,
+    RequestView,
+    request_view,
+)
 
 MAX_PAGE = 1000
 
-SENT_STATUSES = (statuses.SENT, statuses.DELIVERED)
 FAILED_STATUSES = (statuses.FAILED, statuses.EXPIRED)
-# Not yet out of a radio: waiting for a phone, pushed to one, or held by one.
-PENDING_STATUSES = (statuses.QUEUED, statuses.SENDING, statuses.ACCEPTED)
 LISTABLE_STATUSES = frozenset({*statuses.OUTBOUND_STATUSES, statuses.RECEIVED})
 
 
@@ -83,40 +87,14 @@ class MessageFilter:
     since: datetime | None = None
     since_id: str | None = None
     archived: bool = False
-
-
-@dataclass(frozen=True)
-class MessageRecord:
-    """A message with the number of the SIM it went through (an outbound row keeps no sender
-    of its own until a phone reports one)."""
-
-    message: Message
-    sim_number: str | None = None
-
-    @property
-    def sender(self) -> str | None:
-        if self.message.from_number or self.message.direction == "in":
-            return self.message.from_number
-        return self.sim_number
+    in_reply_to: str | None = None
+    """Only the inbound replies to this message (see `Message.in_reply_to`)."""
 
 
 @dataclass(frozen=True)
 class MessagePage:
     records: list[MessageRecord]
     next_cursor: str | None
-
-
-@dataclass(frozen=True)
-class RequestView:
-    """One request and its messages, oldest first, with the counts callers poll for."""
-
-    request: MessageRequest
-    records: list[MessageRecord]
-    status: str
-    delivered: int
-    sent: int
-    failed: int
-    queued: int
 
 
 @dataclass(frozen=True)
@@ -211,6 +189,8 @@ async def list_messages(
         query = query.where(_sender_is(filters.sender))
     if filters.since is not None:
         query = query.where(col(Message.created_at) >= filters.since)
+    if filters.in_reply_to is not None:
+        query = query.where(col(Message.in_reply_to) == filters.in_reply_to)
     if before_seq is not None:
         query = query.where(col(Message.seq) < before_seq)
     async with db.sessions() as session:
@@ -268,16 +248,7 @@ async def get_request(db: Database, project_id: str | None, request_id: str) -> 
             )
             .order_by(col(Message.seq)),
         )
-    found = [record.message.status for record in records]
-    return RequestView(
-        request=request,
-        records=records,
-        status=statuses.request_status(found),
-        delivered=sum(s == statuses.DELIVERED for s in found),
-        sent=sum(s in SENT_STATUSES for s in found),
-        failed=sum(s in statuses.REFUNDABLE_STATUSES for s in found),
-        queued=sum(s in PENDING_STATUSES for s in found),
-    )
+    return request_view(request, records)
 
 
 def _count_where(*conditions: Any) -> ColumnElement[int]:

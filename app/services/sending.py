@@ -5,7 +5,9 @@ Sends are group-committed (`GroupCommit`): the requests that arrive while one tr
 being written go into the next one together, and each is answered only after that commit.
 Each request stays all-or-nothing inside the batch: its charge is the conditional
 `balance >= cost` update, and a request that is short of credit, or whose Idempotency-Key was
-taken, writes nothing and fails alone while the others commit."""
+taken, writes nothing and fails alone while the others commit. The batch's events
+(`message.queued` for each message, `credits.low` for a charge that crossed its project's
+threshold) are written with one insert in the same transaction."""
 
 from __future__ import annotations
 
@@ -24,11 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 
 from app.db.engine import Database
-from app.db.models import CreditAccount, LedgerEntry, Message, MessageRequest
+from app.db.models import CreditAccount, LedgerEntry, Message, MessageRequest, ProjectPolicy
 from app.domain import ledger, statuses
 from app.domain.errors import Conflict, InsufficientCredits
 from app.faults import crash_point
-from app.services import quoting
+from app.services import outbox, quoting
 from app.services.ids import new_id, utcnow
 from app.services.quote_terms import prepared_terms
 from app.settings import Settings
@@ -161,6 +163,8 @@ class PendingSend:
     cost_atomic: int
     request_row: dict[str, Any]
     message_rows: list[dict[str, Any]]
+    event_rows: list[dict[str, Any]]
+    """`message.queued` of each message."""
     response: dict[str, Any]
     future: asyncio.Future[dict[str, Any]] | None = None
     notifier: QueueNotifier | None = None
@@ -226,8 +230,16 @@ def _pending_send(
         "response": response,
         "created_at": now,
     }
+    event_rows = [outbox.message_event(outbox.record_of(row), now) for row in message_rows]
     return PendingSend(
-        project_id, key, fingerprint, prepared.total_atomic, request_row, message_rows, response
+        project_id,
+        key,
+        fingerprint,
+        prepared.total_atomic,
+        request_row,
+        message_rows,
+        event_rows,
+        response,
     )
 
 
@@ -327,7 +339,7 @@ class GroupCommit:
         outcomes: list[dict[str, Any] | Exception | None] = [None] * len(batch)
         async with self.db.engine.begin() as conn:
             await _claim_idempotency_keys(conn, batch, outcomes)
-            await _charge(conn, batch, outcomes)
+            low = await _charge(conn, batch, outcomes)
             admitted = [s for s, o in zip(batch, outcomes, strict=True) if o is None]
             if admitted:
                 await conn.execute(insert(MessageRequest), [s.request_row for s in admitted])
@@ -337,6 +349,9 @@ class GroupCommit:
                 messages = [row for s in admitted for row in s.message_rows]
                 if messages:
                     await conn.execute(insert(Message), messages)
+                await outbox.insert_events(
+                    conn, [row for s in admitted for row in s.event_rows] + low
+                )
             crash_point("send_batch_commit")
         return [s.response if o is None else o for s, o in zip(batch, outcomes, strict=True)]
 
@@ -376,10 +391,12 @@ async def _charge(
     conn: AsyncConnection,
     batch: list[PendingSend],
     outcomes: list[dict[str, Any] | Exception | None],
-) -> None:
+) -> list[dict[str, Any]]:
     """Debits each paying request of the batch with its ledger row: one conditional UPDATE
     per project when its balance covers all of them, else one per request, in order, so
-    that those the balance covers go through and the rest fail with InsufficientCredits."""
+    that those the balance covers go through and the rest fail with InsufficientCredits.
+    Returns the `credits.low` events of the debits that crossed a project's threshold."""
+    low: list[dict[str, Any]] = []
     by_project: dict[str, list[int]] = {}
     for n, send in enumerate(batch):
         if outcomes[n] is None and send.cost_atomic > 0:
@@ -388,7 +405,8 @@ async def _charge(
         total = sum(batch[n].cost_atomic for n in indexes)
         changed = await _debit(conn, project_id, total)
         if changed is not None:
-            account_id, balance = changed
+            account_id, balance, threshold = changed
+            _note_low(low, project_id, balance + total, balance, threshold)
             # The balance after each request, as if they had been charged one by one.
             balance += total
             for n in indexes:
@@ -407,11 +425,28 @@ async def _charge(
                 ).scalar_one_or_none()
                 outcomes[n] = InsufficientCredits(current or 0, batch[n].cost_atomic, project_id)
             else:
-                batch[n].ledger_row = _ledger_row(changed[0], batch[n], changed[1])
+                account_id, balance, threshold = changed
+                batch[n].ledger_row = _ledger_row(account_id, batch[n], balance)
+                _note_low(low, project_id, balance + batch[n].cost_atomic, balance, threshold)
+    return low
+
+
+def _note_low(
+    low: list[dict[str, Any]], project_id: str, before: int, after: int, threshold: int | None
+) -> None:
+    event = outbox.credits_low_event(project_id, before, after, threshold)
+    if event is not None:
+        low.append(event)
 
 
 async def _debit(conn: AsyncConnection, project_id: str, amount_atomic: int) -> Any:
-    """The conditional charge: (account id, balance after) or None when it does not cover."""
+    """The conditional charge: (account id, balance after, the project's `credits.low`
+    threshold) or None when it does not cover."""
+    threshold = (
+        select(col(ProjectPolicy.credits_low_threshold_atomic))
+        .where(col(ProjectPolicy.project_id) == project_id)
+        .scalar_subquery()
+    )
     return (
         await conn.execute(
             update(CreditAccount)
@@ -420,7 +455,7 @@ async def _debit(conn: AsyncConnection, project_id: str, amount_atomic: int) -> 
                 col(CreditAccount.balance_atomic) >= amount_atomic,
             )
             .values(balance_atomic=col(CreditAccount.balance_atomic) - amount_atomic)
-            .returning(col(CreditAccount.id), col(CreditAccount.balance_atomic))
+            .returning(col(CreditAccount.id), col(CreditAccount.balance_atomic), threshold)
         )
     ).one_or_none()
 

@@ -4,7 +4,7 @@ paid requests, their messages, and the replies to them — nothing of any other 
 
 A reply is an inbound SMS whose sender got a message from this wallet, on the SIM that
 received it, where that message is the latest the x402 project sent to the sender on that SIM
-within 7 days (DESIGN §9's `in_reply_to` rule).
+within 7 days (DESIGN §9's `in_reply_to` rule, stored with the SMS).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from x402.extensions.sign_in_with_x import (
 from app.db.engine import Database
 from app.db.models import Message, MessageRequest, SignInNonce, Sim
 from app.domain.errors import InvalidInput, Unauthorized
+from app.domain.numbers import same_number
 from app.payments.networks import NetworkConfig
 from app.services import reading
 from app.services.ids import utcnow
@@ -34,7 +35,6 @@ from app.services.x402 import discovery
 SIGN_IN_HEADER = "SIGN-IN-WITH-X"
 # A proof older than this is refused, whatever its own expiry says.
 MAX_PROOF_AGE_S = 300
-REPLY_WINDOW = timedelta(days=7)
 MIN_NONCE_CHARS = 8
 MAX_REQUESTS = 100
 
@@ -196,13 +196,13 @@ async def wallet_messages(
 async def _replies(
     session: AsyncSession, sent: list[reading.MessageRecord], since: datetime
 ) -> list[WalletMessage]:
-    mine = {r.message.id for r in sent}
+    """The inbound SMS linked, when they were stored, to one of the wallet's messages (their
+    `in_reply_to`, app/services/inbound.replied_to): a later send by another payer to the
+    same number on that SIM takes the reply."""
+    mine = sorted({r.message.id for r in sent})
     project_id = sent[0].message.project_id
-    sims = {r.message.sim_id for r in sent if r.message.sim_id}
-    if not sims:
-        return []
-    inbound = [
-        reading.MessageRecord(message, number)
+    return [
+        WalletMessage(reading.MessageRecord(message, number), in_reply_to=message.in_reply_to)
         for message, number in (
             await session.execute(
                 select(Message, col(Sim.number))
@@ -210,7 +210,7 @@ async def _replies(
                 .where(
                     col(Message.project_id) == project_id,
                     col(Message.direction) == "in",
-                    col(Message.sim_id).in_(sims),
+                    col(Message.in_reply_to).in_(mine),
                     col(Message.created_at) >= since,
                 )
                 .order_by(col(Message.seq).desc())
@@ -218,54 +218,3 @@ async def _replies(
             )
         ).all()
     ]
-    numbers = {s.message.to_number for s in sent}
-    inbound = [r for r in inbound if any(same_number(r.sender or "", n) for n in numbers)]
-    if not inbound:
-        return []
-    earliest = min(r.message.created_at for r in inbound) - REPLY_WINDOW
-    # Everyone's messages from these SIMs: a later send by another payer takes the reply.
-    outbound = (
-        (
-            await session.execute(
-                select(Message)
-                .where(
-                    col(Message.project_id) == project_id,
-                    col(Message.direction) == "out",
-                    col(Message.sim_id).in_(sims),
-                    col(Message.created_at) >= earliest,
-                )
-                .order_by(col(Message.seq).desc())
-            )
-        )
-        .scalars()
-        .all()
-    )
-    replies = []
-    for record in inbound:
-        message = record.message
-        latest = next(
-            (
-                out
-                for out in outbound
-                if out.sim_id == message.sim_id
-                and out.created_at <= message.created_at
-                and out.created_at >= message.created_at - REPLY_WINDOW
-                and same_number(record.sender or "", out.to_number)
-            ),
-            None,
-        )
-        if latest is not None and latest.id in mine:
-            replies.append(WalletMessage(record, in_reply_to=latest.id))
-    return replies
-
-
-def same_number(reported: str, e164: str) -> bool:
-    """Whether a number a phone reported (E.164, national, with spaces) is `e164`."""
-    if reported == e164:
-        return True
-    digits = "".join(ch for ch in reported if ch.isdigit())
-    target = "".join(ch for ch in e164 if ch.isdigit())
-    if len(digits) < 7 or not target:
-        return False
-    national = digits.lstrip("0")
-    return target == digits or (len(national) >= 7 and target.endswith(national))

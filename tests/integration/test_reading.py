@@ -240,7 +240,7 @@ async def test_message_json_has_the_documented_shape(client, db):
     keys = {
         "id", "request_id", "direction", "status", "to", "from", "body", "encoding", "segments",
         "price_atomic", "tag", "sim_id", "device_id", "attempts", "error_code", "archived",
-        "created_at", "sent_at", "delivered_at", "failed_at", "expires_at",
+        "created_at", "sent_at", "delivered_at", "failed_at", "expires_at", "in_reply_to",
     }  # fmt: skip
     for item in listing["data"]:
         assert set(item) == keys
@@ -248,7 +248,9 @@ async def test_message_json_has_the_documented_shape(client, db):
         if row.direction == "in":
             assert item["status"] == "received" and item["from"] == row.from_number
             assert item["to"] in (SIM_A1, SIM_A2) and item["request_id"] is None
+            assert item["in_reply_to"] == row.in_reply_to
         else:
+            assert item["in_reply_to"] is None
             assert item["to"] == row.to_number and item["price_atomic"] == PRICE
             assert item["segments"] == 1 and item["encoding"] == "GSM-7"
             expected_from = {v: k for k, v in seeded.sims.items()}.get(row.sim_id or "")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -31,6 +30,7 @@ from app.services import devices
 from app.services.ids import utcnow
 from app.services.inbound import ReceivedSms, store_inbound
 from app.services.projects import AuthContext
+from app.services.views import DeviceOut, SimOut, device_fields, sim_out
 from app.settings import Settings
 
 
@@ -40,34 +40,6 @@ class PairDeviceIn(msgspec.Struct, forbid_unknown_fields=True):
     """The phone's model, until its `hello` says otherwise."""
     os_version: Name | None = None
     """Its operating system and version (stored as `os`)."""
-
-
-class SimOut(msgspec.Struct):
-    id: str
-    device_id: str
-    slot: int
-    number: str | None
-    carrier: str | None
-    live: bool
-    locked: bool
-
-
-class DeviceOut(msgspec.Struct):
-    id: str
-    name: str
-    online: bool
-    last_seen_at: datetime | None
-    connected_at: datetime | None
-    battery: int | None
-    charging: bool | None
-    signal: int | None
-    model: str | None
-    os: str | None
-    os_version: str | None
-    """The same as `os`, under the name other gateways use."""
-    app_version: str | None
-    sims: list[SimOut]
-    created_at: datetime
 
 
 class PairedDeviceOut(DeviceOut):
@@ -98,27 +70,9 @@ class InboundBatchOut(msgspec.Struct):
     stored: int
 
 
-def sim_out(sim: Sim) -> SimOut:
-    return SimOut(sim.id, sim.device_id, sim.slot, sim.number, sim.carrier, sim.live, sim.locked)
-
-
 def device_out(device: Device, sims: list[Sim], settings: Settings) -> dict[str, Any]:
-    return {
-        "id": device.id,
-        "name": device.name,
-        "online": devices.device_is_online(device, utcnow(), settings.phone_idle_timeout_s),
-        "last_seen_at": device.last_seen_at,
-        "connected_at": device.connected_at,
-        "battery": device.battery,
-        "charging": device.charging,
-        "signal": device.signal,
-        "model": device.model,
-        "os": device.os,
-        "os_version": device.os,
-        "app_version": device.app_version,
-        "sims": [sim_out(s) for s in sims],
-        "created_at": device.created_at,
-    }
+    online = devices.device_is_online(device, utcnow(), settings.phone_idle_timeout_s)
+    return device_fields(device, sims, online)
 
 
 def phone_socket_url(request: Request[Any, Any, Any], settings: Settings) -> str:

@@ -111,6 +111,7 @@ def message_filter(
     since: str | None,
     since_id: str | None,
     archived: str | None,
+    in_reply_to: str | None = None,
 ) -> reading.MessageFilter:
     return reading.MessageFilter(
         direction=_DIRECTIONS.get(_choice(direction, "direction", tuple(_DIRECTIONS)) or ""),
@@ -122,6 +123,7 @@ def message_filter(
         since=_since(since),
         since_id=since_id,
         archived=_choice(archived, "archived", ("true", "false")) == "true",
+        in_reply_to=in_reply_to,
     )
 
 
@@ -246,15 +248,22 @@ async def list_messages(
     archived: Annotated[
         str | None, Parameter(required=False, schema_extra={"enum": ["true", "false"]})
     ] = None,
+    in_reply_to: Annotated[
+        str | None,
+        Parameter(required=False, description="An outbound message id: the replies to it"),
+    ] = None,
     limit: Limit = None,
     cursor: Cursor = None,
 ) -> MessageList:
     """Filters: `direction` (in|out, or inbound|outbound), `status` (one or a comma list),
     `tag`, `sim` (a SIM's id, slot or number, as sending takes it),
     `to`, `from`, `since` (ISO 8601), `since_id` (only messages newer than that one),
-    `archived` (false by default; true lists only archived ones). Pages of `limit` (1–1000,
-    default 50); pass `next_cursor` back as `cursor`."""
-    filters = message_filter(direction, status, tag, sim, to, from_, since, since_id, archived)
+    `archived` (false by default; true lists only archived ones), `in_reply_to` (the inbound
+    replies to that message). Pages of `limit` (1–1000, default 50); pass `next_cursor` back
+    as `cursor`."""
+    filters = message_filter(
+        direction, status, tag, sim, to, from_, since, since_id, archived, in_reply_to
+    )
     page = await reading.list_messages(db, auth.project_id, filters, parse_limit(limit), cursor)
     data = [message_out(record) for record in page.records]
     return MessageList(data=data, count=len(data), next_cursor=page.next_cursor)

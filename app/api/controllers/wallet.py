@@ -29,8 +29,6 @@ class WalletMessageOut(MessageOut):
     """A message of the wallet's, or (`direction: in`) a reply to one: `in_reply_to` names
     the wallet's message it answers."""
 
-    in_reply_to: str | None = None
-
 
 class WalletMessageList(msgspec.Struct):
     address: str
@@ -117,10 +115,7 @@ async def wallet_messages(
         limit=parse_limit(limit),
     )
     data = [
-        WalletMessageOut(
-            **{f: getattr(out, f) for f in MessageOut.__struct_fields__},
-            in_reply_to=m.in_reply_to,
-        )
+        WalletMessageOut(**{f: getattr(out, f) for f in MessageOut.__struct_fields__})
         for m in found
         for out in [message_out(m.record)]
     ]
