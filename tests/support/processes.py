@@ -18,13 +18,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class ServerProcess:
-    """A server on a free loopback port over `database_url`, with `env` on top of this
-    process's environment (`SIMWIRE_*` settings); its stderr goes to `log_path` if given."""
+    """A server on a free loopback port (or `port`: a restart where the last one listened)
+    over `database_url`, with `env` on top of this process's environment (`SIMWIRE_*`
+    settings); its stderr goes to `log_path` if given."""
 
     def __init__(
-        self, database_url: str, env: dict[str, str] | None = None, log_path: Path | None = None
+        self,
+        database_url: str,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/v1/phone/ws"
         self._log = log_path.open("w") if log_path else None

@@ -35,12 +35,14 @@ class Received:
 @dataclass
 class Receiver:
     """Answers each request with the next of `statuses`, then `default_status`; with
-    `redirect_to` every answer is a 302 there; with `hang` it never answers (until it stops)."""
+    `redirect_to` every answer is a 302 there; with `hang` it never answers (until it stops);
+    `answer_after_s` holds each answer back that long (a slow receiver)."""
 
     statuses: list[int] = field(default_factory=list)
     default_status: int = 200
     redirect_to: str | None = None
     hang: bool = False
+    answer_after_s: float = 0.0
     received: list[Received] = field(default_factory=list)
     url: str = ""
     _release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -59,6 +61,9 @@ class Receiver:
         if self.hang:
             await self._release.wait()
             return
+        if self.answer_after_s:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), self.answer_after_s)
         status = self.statuses.pop(0) if self.statuses else self.default_status
         extra: list[tuple[bytes, bytes]] = []
         if self.redirect_to is not None:
