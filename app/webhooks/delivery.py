@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -143,11 +143,15 @@ class DeliveryWorker:
 
     async def run_once(self) -> int:
         """Routes the events waiting for it, then starts sending as many due deliveries as
-        this process has room for; how many sends it started."""
-        while await route_events(self.db, self.clock()):
-            pass
+        this process has room for; how many sends it started. A read-only look comes first,
+        so an idle round takes no write lock (SQLite) and locks no rows."""
+        unrouted, due = await self._look(self.clock())
+        if unrouted:
+            while await route_events(self.db, self.clock()):
+                pass
+            due = True  # the events may have made deliveries due
         started = 0
-        while (room := MAX_IN_FLIGHT - len(self._sends)) > 0:
+        while due and (room := MAX_IN_FLIGHT - len(self._sends)) > 0:
             claimed = await self._claim(room)
             for one in claimed:
                 self._start_send(one)
@@ -155,6 +159,22 @@ class DeliveryWorker:
             if len(claimed) < room:
                 break
         return started
+
+    async def _look(self, now: datetime) -> tuple[bool, bool]:
+        """Whether events wait to be routed, and whether a delivery this process may take is
+        due."""
+        async with self.db.reading() as session:
+            unrouted = (
+                await session.execute(
+                    select(col(Event.seq)).where(col(Event.routed) == sa.false()).limit(1)
+                )
+            ).first() is not None
+            due = (
+                await session.execute(
+                    self._due(now).with_only_columns(col(WebhookDelivery.seq)).limit(1)
+                )
+            ).first() is not None
+        return unrouted, due
 
     async def deliver_now(self, delivery_id: str) -> None:
         """Sends one delivery at once and waits until its attempt is recorded (the test route);
@@ -171,26 +191,11 @@ class DeliveryWorker:
 
     async def _claim(self, limit: int, delivery_id: str | None = None) -> list[_Claimed]:
         now = self.clock()
-        full = [
-            webhook_id
-            for webhook_id, count in self._in_flight.items()
-            if count >= MAX_IN_FLIGHT_PER_ENDPOINT
-        ]
-        query = select(WebhookDelivery).where(
-            col(WebhookDelivery.status) == PENDING,
-            or_(
-                col(WebhookDelivery.leased_until).is_(None),
-                col(WebhookDelivery.leased_until) < now,
-            ),
+        query = (
+            self._due(now)
+            if delivery_id is None
+            else self._claimable(now).where(col(WebhookDelivery.id) == delivery_id)
         )
-        if delivery_id is not None:
-            query = query.where(col(WebhookDelivery.id) == delivery_id)
-        else:
-            query = query.join(Webhook, col(Webhook.id) == col(WebhookDelivery.webhook_id)).where(
-                col(WebhookDelivery.next_attempt_at) <= now, col(Webhook.enabled) == sa.true()
-            )
-            if full:
-                query = query.where(col(WebhookDelivery.webhook_id).not_in(full))
         query = query.order_by(col(WebhookDelivery.next_attempt_at)).limit(
             limit * MAX_IN_FLIGHT_PER_ENDPOINT
         )
@@ -236,6 +241,33 @@ class DeliveryWorker:
             for delivery in picked
             if delivery.webhook_id in webhooks
         ]
+
+    def _claimable(self, now: datetime) -> Select[tuple[WebhookDelivery]]:
+        """Pending deliveries no instance holds a lease on."""
+        return select(WebhookDelivery).where(
+            col(WebhookDelivery.status) == PENDING,
+            or_(
+                col(WebhookDelivery.leased_until).is_(None),
+                col(WebhookDelivery.leased_until) < now,
+            ),
+        )
+
+    def _due(self, now: datetime) -> Select[tuple[WebhookDelivery]]:
+        """Claimable deliveries that are due, to enabled endpoints this process is not
+        already sending its most to."""
+        full = [
+            webhook_id
+            for webhook_id, count in self._in_flight.items()
+            if count >= MAX_IN_FLIGHT_PER_ENDPOINT
+        ]
+        query = (
+            self._claimable(now)
+            .join(Webhook, col(Webhook.id) == col(WebhookDelivery.webhook_id))
+            .where(col(WebhookDelivery.next_attempt_at) <= now, col(Webhook.enabled) == sa.true())
+        )
+        if full:
+            query = query.where(col(WebhookDelivery.webhook_id).not_in(full))
+        return query
 
     # Sending ---------------------------------------------------------------------------------
 

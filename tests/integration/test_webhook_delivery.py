@@ -28,7 +28,7 @@ from standardwebhooks import WebhookVerificationError
 from app.db.engine import Database
 from app.db.models import Webhook
 from app.domain.webhook_retries import RETRY_DELAYS_S
-from app.services import callbacks, credits
+from app.services import callbacks, credits, devices
 from app.services.events import record_event
 from app.services.ids import new_id, utcnow
 from app.settings import Settings
@@ -37,7 +37,7 @@ from app.webhooks.delivery import DeliveryWorker
 from app.webhooks.signing import signature_headers
 from tests.conftest import TEST_SECRET_KEY
 from tests.support.factories import new_tenant
-from tests.support.live import eventually, live_server
+from tests.support.live import eventually, fast_settings, live_server, start_phone
 from tests.support.receiver import Receiver, refusing_port, running_receiver
 
 TOLERANCE_S = 300
@@ -632,3 +632,50 @@ async def test_a_committed_event_wakes_the_servers_worker_at_once(settings, db):
             )
             latencies.append(arrived.at - started)
     assert max(latencies) < 1.0, latencies
+
+
+async def test_a_message_sent_through_a_phone_and_its_reply_reach_a_receiver(
+    settings, db, tmp_path
+):
+    """The whole path on a running server: a message through a fake phone reaches the
+    receiver as message.sent and message.delivered, the reply as message.received naming it in
+    `in_reply_to`; each verifies by hand and with standardwebhooks."""
+    tenant = await new_tenant(db)
+    await credits.grant(db, tenant.project_id, 10_000_000)
+    paired = await devices.pair_device(db, tenant.project_id, "fake phone")
+    async with (
+        live_server(fast_settings(settings)) as server,
+        running_receiver() as receiver,
+        httpx.AsyncClient(base_url=server.url, headers=tenant.headers) as http,
+    ):
+        hook = await add_hook(
+            http,
+            tenant.headers,
+            receiver.url,
+            events=["message.sent", "message.delivered", "message.received"],
+        )
+        phone = await start_phone(server, paired.token, tmp_path / "phone.db")
+        try:
+            sent = await http.post("/v1/messages", json={"to": "+14155550100", "message": "ping"})
+            assert sent.status_code == 202, sent.text
+            message_id = sent.json()["messages"][0]["id"]
+
+            def of_type(kind: str):
+                return [one for one in receiver.received if one.json["type"] == kind]
+
+            await eventually(lambda: of_type("message.delivered"), timeout_s=15)
+            await phone.radio.receive("+14155550100", "pong")
+            [reply] = await eventually(lambda: of_type("message.received"), timeout_s=15)
+        finally:
+            await phone.stop()
+    [sent_event] = of_type("message.sent")
+    [delivered_event] = of_type("message.delivered")
+    assert sent_event.json["data"]["id"] == delivered_event.json["data"]["id"] == message_id
+    assert sent_event.json["data"]["status"] == "sent"
+    assert delivered_event.json["data"]["status"] == "delivered"
+    assert reply.json["data"]["in_reply_to"] == message_id
+    assert reply.json["data"]["body"] == "pong"
+    for one in receiver.received:
+        assert verify(one.body, one.headers, hook["secret"])
+        assert StandardWebhook(hook["secret"]).verify(one.body, one.headers)
+    assert len(receiver.ids()) == len(set(receiver.ids())) == 3
