@@ -263,6 +263,49 @@ def key_rotate(settings: Settings, project_id: str, key_id: str) -> None:
     click.echo(f"key id: {issued.key.id}\nkey:    {issued.raw}\nrevoked {key_id}")
 
 
+@main.group()
+def invite() -> None:
+    """Invite people to register an account."""
+
+
+@invite.command("create")
+@click.option("--org", "organization", help="Organization id or name (created if new).")
+@click.option(
+    "--role",
+    type=click.Choice(["owner", "admin", "member"]),
+    help="Role in --org (default member); without --org the user owns a new organization.",
+)
+@click.option("--days", default=7, show_default=True, type=click.IntRange(1, 365))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def invite_create(
+    settings: Settings, organization: str | None, role: str | None, days: int, as_json: bool
+) -> None:
+    """Print a single-use invite code for POST /v1/auth/register (shown once)."""
+    from datetime import timedelta
+
+    from app.services.accounts import create_invite
+
+    issued = _run(settings, lambda db: create_invite(db, organization, role, timedelta(days=days)))
+    org = issued.organization
+    where = f"organization {org.id} ({org.name})" if org else "a new organization of their own"
+    _emit(
+        as_json,
+        {
+            "invite_code": issued.code,
+            "invite_id": issued.invite.id,
+            "organization_id": org.id if org else None,
+            "role": issued.invite.role,
+            "expires_at": issued.invite.expires_at.isoformat(),
+        },
+        [
+            f"invite code: {issued.code}",
+            f"joins {where} as {issued.invite.role}; single use, expires "
+            f"{issued.invite.expires_at:%Y-%m-%d %H:%M} UTC",
+        ],
+    )
+
+
 @main.command("bootstrap")
 @click.option("--name", default="demo", help="Name of the project made on first start.")
 @click.option("--url", default="http://127.0.0.1:8000", help="Where the API will listen.")

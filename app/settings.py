@@ -116,6 +116,17 @@ class Settings(BaseSettings):
     webhook_lease_s: float = Field(default=30.0, gt=0)
     webhook_poll_s: float = Field(default=0.2, gt=0)
 
+    # Owner accounts (docs/api.md, "Accounts"): registering needs an invite unless this is on.
+    open_registration: bool = False
+    # Access tokens are HS256 JWTs signed with this key, else with one derived from
+    # SIMWIRE_SECRET_KEY; with neither, sign-in and user tokens answer 503 saying what to set.
+    jwt_secret: SecretStr | None = Field(default=None, min_length=32)
+    access_token_ttl_s: int = Field(default=900, gt=0)
+    refresh_token_ttl_s: int = Field(default=2_592_000, gt=0)
+    # Agent self-registration: at most this many per client address per hour (0: no limit;
+    # off, like every request budget, when SIMWIRE_RATE_LIMITS is false).
+    agent_registrations_per_hour: int = Field(default=5, ge=0)
+
     # Purge sweep: how often, and how long each kind of data is kept (0 keeps it forever).
     purge_interval_s: float = 300.0
     quote_retention_s: int = 86_400

@@ -18,6 +18,8 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.agent_docs import AGENT_DOC_ROUTES, ErrorDocsMiddleware
+from app.api.controllers.accounts import AuthController, UserProjectController
+from app.api.controllers.agents import AgentKeyController, AgentOnboardingController
 from app.api.controllers.devices import (
     DeviceController,
     inbound_batch,
@@ -154,6 +156,10 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             list_messages,
             list_events_route,
             WebhookController,
+            AuthController,
+            UserProjectController,
+            AgentOnboardingController,
+            AgentKeyController,
             *WALLET_ROUTES,
             *AGENT_DOC_ROUTES,
             mcp_endpoint,

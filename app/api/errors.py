@@ -24,6 +24,7 @@ _STATUS_BY_ERROR: list[tuple[type[errors.SimwireError], int]] = [
     (errors.NotFound, 404),
     (errors.Conflict, 409),
     (errors.Blocked, 422),
+    (errors.Unprocessable, 422),
     (errors.RateLimited, 429),
     (errors.Unavailable, 503),
 ]

@@ -34,10 +34,13 @@ class ErrorBody(msgspec.Struct):
 _ERROR_DESCRIPTIONS = {
     400: "Invalid input (`invalid_body`, `invalid_input`, `invalid_request`, `malformed_json`, "
     "`invalid_number`, `message_too_long`, `too_many_recipients`, …)",
-    401: "No API key, or a malformed, unknown or revoked one (`unauthorized`)",
+    401: "No API key, or a malformed, unknown or revoked one (`unauthorized`); for a user's "
+    "routes, no valid access token (`user_token_required`, `invalid_token`), wrong sign-in "
+    "details (`invalid_credentials`) or refresh token (`invalid_refresh_token`)",
     402: "Payment required: an x402 offer (`PAYMENT-REQUIRED` header and the v1 body) or "
     "`insufficient_credits` with a top-up offer",
-    403: "The key lacks the scope this route needs (`forbidden`, with `required_scope`)",
+    403: "The key lacks the scope this route needs (`forbidden`, with `required_scope`), or is "
+    "a self-registered agent's key not claimed yet (`agent_unclaimed`, with `claim_url`)",
     404: "No such object in this project (`not_found`)",
     409: "Conflict with the current state (a used quote or authorization, a reused "
     "idempotency key with another body, a message that left the queue, a revoked key)",
@@ -67,8 +70,16 @@ def error_responses(
     }
 
 
-# Routes that take a project API key (`Bearer sw_live_…` or `X-Api-Key`).
-KEY_SECURITY: list[SecurityRequirement] = [{"bearerKey": []}, {"apiKeyHeader": []}]
+# Routes that take a project API key (`Bearer sw_live_…` or `X-Api-Key`), or a user's access
+# token with `Simwire-Project`.
+KEY_SECURITY: list[SecurityRequirement] = [
+    {"bearerKey": []},
+    {"apiKeyHeader": []},
+    {"userToken": []},
+]
+# Routes for a signed-in user: `Authorization: Bearer <access token>` (a JWT from
+# POST /v1/auth/token).
+USER_SECURITY: list[SecurityRequirement] = [{"userToken": []}]
 # Routes where the key is optional: anonymous callers quote, pay per call and read paid requests.
 OPTIONAL_KEY_SECURITY: list[SecurityRequirement] = [*KEY_SECURITY, {}]
 DEVICE_SECURITY: list[SecurityRequirement] = [{"deviceToken": []}]
@@ -96,6 +107,16 @@ COMPONENTS = Components(
                 "Base64 JSON of a Sign-In-With-X payload (x402 `sign-in-with-x` extension, "
                 "EIP-4361) signed by the wallet that paid; without it the 401 carries a "
                 "challenge to sign"
+            ),
+        ),
+        "userToken": SecurityScheme(
+            type="http",
+            scheme="bearer",
+            bearer_format="JWT",
+            description=(
+                "A user's access token from `POST /v1/auth/token`: `Authorization: Bearer "
+                "<access_token>`. On project routes it acts on the project named by the "
+                "`Simwire-Project: prj_…` header, with the rights of the user's role there"
             ),
         ),
         "deviceToken": SecurityScheme(

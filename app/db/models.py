@@ -414,3 +414,119 @@ class WebhookAttempt(SQLModel, table=True):
     error: str | None = Field(default=None, max_length=500)
     next_retry_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     created_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class User(SQLModel, table=True):
+    """An owner's account: an email (stored lower case) and an Argon2id password hash."""
+
+    __tablename__ = "users"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True, index=True)
+    email: str = Field(max_length=254, unique=True, index=True)
+    name: str = Field(max_length=200)
+    password_hash: str = Field(max_length=255)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Membership(SQLModel, table=True):
+    """A user's role (`owner`, `admin` or `member`) in one organization."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (
+        sa.UniqueConstraint("user_id", "organization_id", name="uq_memberships_user_org"),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(max_length=40, foreign_key="users.id", index=True)
+    organization_id: str = Field(max_length=40, foreign_key="organizations.id", index=True)
+    role: str = Field(max_length=16)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Invite(SQLModel, table=True):
+    """A single-use registration code (stored hashed): into an organization with a role, or,
+    without one, for a new organization the user will own."""
+
+    __tablename__ = "invites"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True, index=True)
+    code_hash: str = Field(max_length=64, unique=True, index=True)
+    organization_id: str | None = Field(default=None, max_length=40)
+    role: str = Field(max_length=16)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    used_by: str | None = Field(default=None, max_length=40)
+
+
+class UserSession(SQLModel, table=True):
+    """One sign-in: its access tokens name it (`sid`) and its refresh tokens are one family.
+    Revoked by logout, or when a refresh token of the family is used twice."""
+
+    __tablename__ = "user_sessions"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True, index=True)
+    user_id: str = Field(max_length=40, foreign_key="users.id", index=True)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class RefreshToken(SQLModel, table=True):
+    """A refresh token (stored hashed), good once: using it gives the next one of its session."""
+
+    __tablename__ = "refresh_tokens"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    session_id: str = Field(max_length=40, foreign_key="user_sessions.id", index=True)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class LoginFailure(SQLModel, table=True):
+    """A failed login, counted against its account and its client address (`subject`: the
+    SHA-256 of `account:<email>` or `address:<ip>`), so every instance sees the same count."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (sa.Index("ix_login_failures_subject_at", "subject", "created_at"),)
+
+    seq: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class AgentRegistration(SQLModel, table=True):
+    """An agent that registered itself: its key (hashed; inactive until a human claims it into
+    a project, when the `api_keys` row is made with the same hash), the claim link's token, the
+    verification code (hashed) and its wrong tries, and its `callback_url` with the signing
+    secret sealed under the id its hidden endpoint gets at the claim."""
+
+    __tablename__ = "agent_registrations"
+    __table_args__ = (sa.Index("ix_agent_registrations_from_at", "registered_from", "created_at"),)
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=40, unique=True, index=True)
+    name: str = Field(max_length=200)
+    description: str | None = Field(default=None, max_length=1000)
+    agent_metadata: dict | None = Field(default=None, sa_type=sa.JSON)
+    callback_url: str | None = Field(default=None, max_length=2048)
+    callback_webhook_id: str | None = Field(default=None, max_length=40)
+    callback_secret_sealed: str | None = Field(default=None, sa_type=sa.Text)
+    key_hash: str = Field(max_length=64, unique=True, index=True)
+    display_prefix: str = Field(max_length=24)
+    claim_token: str = Field(max_length=64, unique=True, index=True)
+    claim_url: str = Field(max_length=2048)
+    code_hash: str = Field(max_length=64)
+    wrong_codes: int = 0
+    registered_from: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    claimed_by: str | None = Field(default=None, max_length=40)
+    organization_id: str | None = Field(default=None, max_length=40)
+    project_id: str | None = Field(default=None, max_length=40, index=True)
+    key_id: str | None = Field(default=None, max_length=40)

@@ -128,3 +128,25 @@ class RateLimited(SimwireError):
 
 class Unavailable(SimwireError):
     code = "unavailable"
+
+
+class Unprocessable(SimwireError):
+    """Well-formed input refused for what it says: a common password, an invite that is used
+    or unknown, a name already taken, a wrong verification code."""
+
+    code = "unprocessable"
+
+
+class AgentUnclaimed(Forbidden):
+    """A self-registered agent's key before a human claimed it: only `GET /v1/agents/status`
+    answers it; everything else is refused with the link to give to the human."""
+
+    code = "agent_unclaimed"
+
+    def __init__(self, claim_url: str, expires_at: str) -> None:
+        super().__init__(
+            "this agent's key is not active until a human claims it: give them claim_url and "
+            "the verification code; GET /v1/agents/status tells where the claim stands",
+            claim_url=claim_url,
+            expires_at=expires_at,
+        )

@@ -10,26 +10,35 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from app.db.engine import Database
-from app.db.models import ApiKey, Organization, Project, ProjectPolicy
+from app.db.models import AgentRegistration, ApiKey, Organization, Project, ProjectPolicy
 from app.db.repositories.projects import ApiKeyRepository, ProjectRepository
 from app.domain import credentials
-from app.domain.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from app.domain.errors import AgentUnclaimed, Forbidden, InvalidInput, NotFound, Unauthorized
 from app.domain.safety import ALWAYS_BLOCKED
 from app.services import access_cache
-from app.services.ids import new_id, new_secret, utcnow
+from app.services.ids import iso_utc, new_id, new_secret, utcnow
 
 
 @dataclass(frozen=True)
 class AuthContext:
-    """Who is calling: one key of one project, with its scopes."""
+    """Who is calling: one key of one project, with its scopes; or a user's access token
+    acting on one project of their organization (`user_id` and `role` set, `key_id` empty),
+    with the scopes of that role."""
 
     project_id: str
     key_id: str
     scopes: tuple[str, ...]
     organization_id: str = ""
+    user_id: str = ""
+    role: str = ""
 
     def require(self, scope: str) -> None:
         if not credentials.grants(list(self.scopes), scope):
+            if self.user_id:
+                raise Forbidden(
+                    f"a user with role {self.role!r} lacks the {scope!r} scope here",
+                    required_scope=scope,
+                )
             raise Forbidden(f"this key lacks the {scope!r} scope", required_scope=scope)
 
 
@@ -114,7 +123,10 @@ async def authenticate(db: Database, raw_key: str) -> AuthContext:
                 .where(col(ApiKey.key_hash) == key_hash)
             )
         ).one_or_none()
-    if found is None or not credentials.secret_matches(raw_key, found.key_hash):
+    if found is None:
+        await _refuse_unclaimed_agent(db, key_hash)
+        raise Unauthorized("the API key is not valid")
+    if not credentials.secret_matches(raw_key, found.key_hash):
         raise Unauthorized("the API key is not valid")
     if found.revoked_at is not None:
         raise Unauthorized("the API key was revoked")
@@ -127,6 +139,22 @@ async def authenticate(db: Database, raw_key: str) -> AuthContext:
     if cache.generation == generation:  # no change landed while we read
         cache.keys.put(key_hash, auth)
     return auth
+
+
+async def _refuse_unclaimed_agent(db: Database, key_hash: str) -> None:
+    """AgentUnclaimed for the key of a self-registered agent that no human has claimed yet
+    (app/services/agent_onboarding.py); its key has no `api_keys` row until then."""
+    async with db.reading() as session:
+        pending = (
+            await session.execute(
+                select(col(AgentRegistration.claim_url), col(AgentRegistration.expires_at)).where(
+                    col(AgentRegistration.key_hash) == key_hash,
+                    col(AgentRegistration.claimed_at).is_(None),
+                )
+            )
+        ).one_or_none()
+    if pending is not None:
+        raise AgentUnclaimed(pending.claim_url, iso_utc(pending.expires_at))
 
 
 async def get_project(db: Database, project_id: str) -> Project:

@@ -60,6 +60,7 @@ UNSTATABLE_400_CODES = {
     "invalid_cursor",  # a cursor is opaque: only one the server handed out
     "invalid_url",  # a bracketed IPv6 literal that is no address, a port past 65535
 }
+USER_TOKEN_REFUSALS = {"invalid_credentials", "invalid_refresh_token", "user_token_required"}
 # Query values that must name something this server issued.
 UNSTATABLE_400_PARAMS = {"since_id", "cursor"}
 
@@ -93,6 +94,13 @@ def schema_valid_input_is_accepted(ctx: CheckContext, response: Response, case: 
     # Wallet routes take a Sign-In-With-X proof (security `signInWithX`), which generated cases
     # never carry (`with-security-parameters = false`): their 401 is the documented answer.
     if status == 401 and code == "wallet_sign_in_required":
+        return
+    # Accounts: generated sign-in details and refresh tokens match no account, and the run's
+    # project key is no user's access token (routes with security `userToken` only); after 10
+    # failed sign-ins from one address within 15 minutes the lockout answers.
+    if status == 401 and code in USER_TOKEN_REFUSALS:
+        return
+    if status == 429 and code == "login_locked":
         return
     raise Failure(
         operation=case.operation.label,
