@@ -2,9 +2,10 @@
 are deleted, replay data of old credit requests is dropped, old message bodies are blanked
 (the row and its metadata stay), and inbound duplicate ids are kept only as long and as many
 as a phone's retries need; events, webhook deliveries and their attempts are deleted after the
-event retention (30 days by default). Every instance runs it; on PostgreSQL each batch takes its
-rows with `FOR UPDATE SKIP LOCKED`, so instances sweeping at once never wait on or undo each
-other.
+event retention (30 days by default); agent registrations nobody claimed go a day after their
+claim expired, and failed sign-ins once they are past the lockout window. Every instance runs
+it; on PostgreSQL each batch takes its rows with `FOR UPDATE SKIP LOCKED`, so instances sweeping
+at once never wait on or undo each other.
 
 Payment rows are never purged: each is the proof that its authorization nonce or transaction
 hash was used (and the record of money received), so deleting one would let it pay twice."""
@@ -40,6 +41,7 @@ from app.db.models import (
 )
 from app.domain import statuses
 from app.logs import get_logger
+from app.services import accounts, agent_onboarding
 from app.services.ids import utcnow
 from app.settings import Settings
 
@@ -89,6 +91,8 @@ class PurgeResult:
     events_deleted: int = 0
     deliveries_deleted: int = 0
     attempts_deleted: int = 0
+    agent_registrations_deleted: int = 0
+    login_failures_deleted: int = 0
 
     @property
     def total(self) -> int:
@@ -100,6 +104,8 @@ class PurgeResult:
             + self.events_deleted
             + self.deliveries_deleted
             + self.attempts_deleted
+            + self.agent_registrations_deleted
+            + self.login_failures_deleted
         )
 
 
@@ -126,6 +132,10 @@ async def purge(db: Database, retention: Retention, now: datetime) -> PurgeResul
         result.events_deleted = await _batches(db, lambda s: _delete_old_events(s, cutoff))
         result.deliveries_deleted = await _batches(db, lambda s: _delete_old_deliveries(s, cutoff))
         result.attempts_deleted = await _batches(db, lambda s: _delete_old_attempts(s, cutoff))
+    # Agent registrations nobody claimed (a day after their claim expired) and failed sign-ins
+    # past the lockout window: kept no longer than their rules need them.
+    result.agent_registrations_deleted = await agent_onboarding.purge_expired_registrations(db, now)
+    result.login_failures_deleted = await accounts.purge_login_failures(db, now)
     return result
 
 

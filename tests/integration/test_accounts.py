@@ -17,6 +17,7 @@ from litestar import Litestar
 from app.api.app import create_app
 from app.db.engine import Database
 from app.services import devices, webhooks
+from app.services.retention import Retention, purge
 from app.settings import Settings
 from tests.conftest import app_client
 from tests.support.accounts import (
@@ -223,6 +224,10 @@ async def test_ten_failures_from_one_address_lock_that_address(http, db, clock):
     assert locked.status_code == 429 and int(locked.headers["retry-after"]) == 15 * 60
     clock.advance(minutes=15)
     assert (await sign_in(http, "victim@example.com")).status_code == 200
+    # The purge sweep forgets failures past the window: ten guesses, each counted twice
+    # (account and address).
+    swept = await purge(db, Retention(0, 0, 0, 0, 0), clock.now)
+    assert swept.login_failures_deleted == 20
 
 
 async def test_roles_members_read_admins_manage_keys(http, db):

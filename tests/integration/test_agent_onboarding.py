@@ -19,7 +19,7 @@ from litestar import Litestar
 from app.api.app import create_app
 from app.db.engine import Database
 from app.domain.agent_claims import CODE_ALPHABET
-from app.services.agent_onboarding import purge_expired_registrations
+from app.services.retention import Retention, purge
 from app.settings import Settings
 from app.webhooks.delivery import DeliveryWorker
 from tests.conftest import app_client
@@ -223,8 +223,12 @@ async def test_a_claim_expires_72_hours_after_registering_and_is_purged_a_day_la
     # The same name may register again once the old claim expired.
     assert (await register_agent(http))["claim_url"] != registered["claim_url"]
 
-    assert await purge_expired_registrations(db, clock.now + timedelta(hours=23)) == 0
-    assert await purge_expired_registrations(db, clock.now + timedelta(hours=24)) == 1
+    # The purge sweep removes it a day after it expired (the new registration stays).
+    keep_the_rest = Retention(0, 0, 0, 0, 0)
+    early = await purge(db, keep_the_rest, clock.now + timedelta(hours=23))
+    assert early.agent_registrations_deleted == 0
+    swept = await purge(db, keep_the_rest, clock.now + timedelta(hours=24))
+    assert swept.agent_registrations_deleted == 1
     gone = await http.get("/v1/agents/status", headers=agent_headers(registered))
     assert gone.status_code == 401
 
