@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
@@ -180,3 +181,37 @@ def test_webhook_add_list_and_remove(database_url):
     kept = json.loads(webhook("add", project_id, "http://127.0.0.1:9/c", "--json").output)
     assert webhook("remove", other, kept["id"]).exit_code == 1  # another project's: not found
     assert kept["id"] in webhook("list", project_id).output
+
+
+async def test_invite_create_prints_a_single_use_code_for_registering(database_url, client):
+    # The CLI runs its own event loop: off this test's loop.
+    into_org = json.loads(
+        await asyncio.to_thread(
+            run, database_url, "invite", "create", "--org", "acme", "--role", "admin", "--json"
+        )
+    )
+    assert into_org["invite_code"].startswith("sw_inv_") and into_org["role"] == "admin"
+    own = await asyncio.to_thread(run, database_url, "invite", "create")
+    code = re.search(r"invite code: (sw_inv_[0-9a-f]{32})", own).group(1)
+    assert "a new organization of their own as owner" in own
+
+    body = {"email": "cli@example.com", "password": "violet-harbour-42-lanterns", "name": "Cli"}
+    first = await client.post("/v1/auth/register", json={**body, "invite_code": code})
+    assert first.status_code == 201, first.text
+    again = await client.post(
+        "/v1/auth/register", json={**body, "email": "cli2@example.com", "invite_code": code}
+    )
+    assert again.status_code == 422 and again.json()["error"] == "invalid_invite"
+    admin = await client.post(
+        "/v1/auth/register",
+        json={**body, "email": "cli3@example.com", "invite_code": into_org["invite_code"]},
+    )
+    assert admin.status_code == 201
+
+    refused = await asyncio.to_thread(
+        CliRunner().invoke,
+        main,
+        ["invite", "create", "--role", "member"],
+        env={"SIMWIRE_DATABASE_URL": database_url},
+    )
+    assert refused.exit_code == 1 and "--org" in refused.output
