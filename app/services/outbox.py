@@ -22,6 +22,7 @@ from app.domain.pricing import format_usdc
 from app.services.ids import new_id, utcnow
 from app.services.views import (
     MessageRecord,
+    MessageValues,
     as_data,
     message_out,
     request_out,
@@ -35,7 +36,6 @@ _EVENTS = Event.metadata.tables["events"]
 _MESSAGES = Message.metadata.tables["messages"]
 _REQUESTS = MessageRequest.metadata.tables["requests"]
 _SIMS = Sim.metadata.tables["sims"]
-_MESSAGE_FIELDS = tuple(column.name for column in _MESSAGES.c)
 
 # The event each status a message reaches is reported with.
 STATUS_EVENTS = {
@@ -99,9 +99,8 @@ async def read_messages(executor: Executor, message_ids: Iterable[str]) -> dict[
 
 def record_of(row: Any) -> MessageRecord:
     """A message row (a mapping of the `messages` columns, plus `sim_number` if known) as a
-    record; the Message built is not attached to any session."""
-    values = {name: row[name] for name in _MESSAGE_FIELDS if name in row}
-    return MessageRecord(Message(**values), row.get("sim_number"))
+    record of plain values."""
+    return MessageRecord(MessageValues(row), row.get("sim_number"))
 
 
 async def message_events(
