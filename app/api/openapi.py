@@ -43,10 +43,13 @@ _ERROR_DESCRIPTIONS = {
     "a self-registered agent's key not claimed yet (`agent_unclaimed`, with `claim_url`)",
     404: "No such object in this project (`not_found`)",
     409: "Conflict with the current state (a used quote or authorization, a reused "
-    "idempotency key with another body, a message that left the queue, a revoked key)",
+    "idempotency key with another body, a message that left the queue, a revoked key, an "
+    "email already registered, an agent already registered, claimed or past its claim)",
     413: "The request body is larger than this server accepts (`body_too_large`)",
     422: "Refused: blocked destination or content (`emergency_number_blocked`, "
-    "`content_blocked`, …) or an unverifiable payment",
+    "`content_blocked`, …), an unverifiable payment, or account and claim input refused for what "
+    "it says (`invite_required`, `invalid_invite`, `weak_password`, "
+    "`invalid_verification_code`, `name_taken`)",
     429: "Rate limited (`rate_limited`); `Retry-After` says when to try again",
     503: "A dependency (database or chain) is unavailable (`unavailable`)",
 }

@@ -311,14 +311,17 @@ async def register_user(
     now: datetime | None = None,
 ) -> User:
     """A new account, in the invite's organization with its role, or (open registration, or an
-    invite without one) owner of a new organization. InviteRequired / InvalidInvite (422) first,
-    then InvalidInput for the email or name, WeakPassword (422), EmailTaken (409)."""
+    invite without one) owner of a new organization. InviteRequired / InvalidInvite (422) first
+    (so nothing else is told to a caller without a good invite), then InvalidInput for the email
+    or name, WeakPassword (422), EmailTaken (409)."""
     moment = now or utcnow()
     if not invite_code and not settings.open_registration:
         raise InviteRequired(
             "registering needs an invite code from the operator (`simwire invite create`)",
             param="invite_code",
         )
+    if invite_code:
+        await _check_invite(db, invite_code, moment)
     problem = rules.email_problem(email)
     if problem:
         raise InvalidInput(problem, param="email")
@@ -362,6 +365,23 @@ async def register_user(
         # Two registrations of one email at once: the unique index decided.
         raise EmailTaken("an account with this email exists", param="email") from None
     return user
+
+
+async def _check_invite(db: Database, invite_code: str, now: datetime) -> None:
+    """InvalidInvite unless the code is an unused, unexpired invite (looked at first, so a
+    registration without a good invite learns nothing else; it is used up later, once)."""
+    async with db.reading() as session:
+        usable = (
+            await session.execute(
+                select(col(Invite.id)).where(
+                    col(Invite.code_hash) == credentials.hash_secret(invite_code.strip()),
+                    col(Invite.used_at).is_(None),
+                    col(Invite.expires_at) > now,
+                )
+            )
+        ).first()
+    if usable is None:
+        raise InvalidInvite("the invite code is unknown, used or expired", param="invite_code")
 
 
 async def _use_invite(

@@ -23,7 +23,9 @@ from app.services.retention import Retention, purge
 from app.settings import Settings
 from app.webhooks.delivery import DeliveryWorker
 from tests.conftest import app_client
+from tests.integration.test_mcp import body_of, mcp_session
 from tests.support.accounts import MovableClock, SignedIn, install_clock, new_user, sign_in
+from tests.support.live import live_server
 from tests.support.receiver import running_receiver
 
 
@@ -360,3 +362,31 @@ async def test_a_callback_url_simwire_may_not_call_is_refused_at_registration(se
             "/v1/agents/register", json={"name": "x", "callback_url": "https://127.0.0.1/hook"}
         )
         assert refused.status_code == 400 and refused.json()["error"] == "webhook_url_not_allowed"
+
+
+# A schema-valid value for each argument a tool may require.
+SAMPLE_ARGS = {
+    "to": "+14155550100",
+    "message": "hi",
+    "id": "msg_x",
+    "request_id": "req_x",
+    "message_id": "msg_x",
+    "from_number": "+14155550100",
+}
+
+
+async def test_an_unclaimed_key_gets_agent_unclaimed_from_every_mcp_tool(settings, db):
+    async with live_server(settings, db) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            registered = await register_agent(http)
+        async with mcp_session(server, agent_headers(registered)) as session:
+            tools = (await session.list_tools()).tools
+            assert len(tools) >= 8
+            for tool in tools:
+                required = tool.input_schema.get("required", [])
+                args = {name: SAMPLE_ARGS[name] for name in required}
+                result = await session.call_tool(tool.name, args)
+                assert result.is_error, tool.name
+                body = body_of(result)
+                assert body["error"] == "agent_unclaimed", (tool.name, body)
+                assert body["claim_url"] == registered["claim_url"]
