@@ -18,10 +18,9 @@ from app.db.engine import Database
 from app.db.models import Message
 from app.domain.errors import InvalidInput
 from app.domain.pricing import format_usdc
-from app.services import credits, devices, events, inbound, outbound, projects, quoting, sending
+from app.services import credits, devices, events, inbound, outbound, projects
 from app.services.ids import utcnow
 from app.services.inbound import DeviceSms, ReceivedSms
-from app.settings import Settings
 from tests.support.factories import TenantKeys, new_tenant
 from tests.support.live import eventually, fast_settings, live_server, start_phone
 
@@ -158,29 +157,13 @@ async def test_a_reconnect_the_stored_state_already_shows_records_nothing(db):
 # ---------------------------------------------------------- requests and their outcomes
 
 
-async def _queued(db: Database, tenant: TenantKeys, count: int) -> tuple[str, list[str]]:
-    """A credit request of `count` messages, sent through the API's service, queued."""
+async def _queued(
+    client: httpx.AsyncClient, db: Database, tenant: TenantKeys, count: int
+) -> tuple[str, list[str]]:
+    """A credit request of `count` messages, sent through the API, queued."""
     await credits.grant(db, tenant.project_id, 10_000_000)
-    drafts = [quoting.Draft(f"+1415555{n:04d}", f"hello {n}") for n in range(count)]
-    body = await sending.send_with_credits(
-        db,
-        _NoHub(),
-        _settings(db),
-        tenant.project_id,
-        drafts,
-        sending.SendOptions(),
-        sending.request_fingerprint({"n": count}),
-    )
+    body = await send(client, tenant, [f"+1415555{n:04d}" for n in range(count)], "hello")
     return body["request_id"], [m["id"] for m in body["messages"]]
-
-
-class _NoHub:
-    async def notify_queued(self, project_id: str) -> None:
-        return None
-
-
-def _settings(db: Database) -> Settings:
-    return Settings(database_url=db.url)
 
 
 def _report(device: Any, kind: str, message_id: str, success: bool = True) -> outbound.Report:
@@ -209,19 +192,19 @@ async def test_request_completed_once_with_each_outcome(client, db):
     device = paired.device
     S, R, D = outbound.SEND_RESULT_REPORT, outbound.DELIVERY_REPORT, outbound.ACCEPTED_REPORT
 
-    delivered_id, (a, b) = await _queued(db, tenant, 2)
+    delivered_id, (a, b) = await _queued(client, db, tenant, 2)
     # Both messages' whole lives in one batch: each transition still has its own event.
     await _apply(db, _report(device, D, a), _report(device, S, a), _report(device, R, a))
     assert await _stored_events(db, tenant, "request.completed") == []
     await _apply(db, _report(device, S, b), _report(device, R, b))
     all_delivered = await _request_now(client, tenant, delivered_id)
 
-    partial_id, (c, d) = await _queued(db, tenant, 2)
+    partial_id, (c, d) = await _queued(client, db, tenant, 2)
     await _apply(db, _report(device, S, c), _report(device, R, c, success=False))
     await _apply(db, _report(device, S, d), _report(device, R, d))
     partial = await _request_now(client, tenant, partial_id)
 
-    failed_id, (e, f) = await _queued(db, tenant, 2)
+    failed_id, (e, f) = await _queued(client, db, tenant, 2)
     await _apply(db, _report(device, S, e, success=False))
     canceled = await client.post(f"/v1/messages/{f}/cancel", headers=tenant.headers)
     assert canceled.status_code == 200, canceled.text
@@ -270,8 +253,8 @@ async def test_request_completed_once_with_each_outcome(client, db):
 async def test_the_clock_reports_expired_and_no_result_messages(client, db):
     tenant = await new_tenant(db)
     paired = await devices.pair_device(db, tenant.project_id)
-    expiring_request, (late,) = await _queued(db, tenant, 1)
-    stuck_request, (stuck,) = await _queued(db, tenant, 1)
+    expiring_request, (late,) = await _queued(client, db, tenant, 1)
+    stuck_request, (stuck,) = await _queued(client, db, tenant, 1)
     await _apply(db, _report(paired.device, outbound.ACCEPTED_REPORT, stuck))
     async with db.transaction() as session:
         await session.execute(update(Message).where(Message.id == late).values(expires_at=utcnow()))
@@ -297,10 +280,10 @@ async def test_the_clock_reports_expired_and_no_result_messages(client, db):
     assert len(await _stored_events(db, tenant)) == before
 
 
-async def test_racing_batches_complete_each_request_exactly_once(db):
+async def test_racing_batches_complete_each_request_exactly_once(client, db):
     tenant = await new_tenant(db)
     paired = await devices.pair_device(db, tenant.project_id)
-    requests = [await _queued(db, tenant, 2) for _ in range(12)]
+    requests = [await _queued(client, db, tenant, 2) for _ in range(12)]
     S = outbound.SEND_RESULT_REPORT
     # The two last messages of each request finish in two transactions running at once.
     await asyncio.gather(
@@ -367,6 +350,16 @@ async def test_credits_low_once_when_the_balance_crosses_the_threshold(client, d
     assert len(await _stored_events(db, tenant, "credits.low")) == 2
     with pytest.raises(InvalidInput):
         await projects.set_policy(db, tenant.project_id, credits_low_threshold_atomic=-1)
+
+
+async def test_concurrent_sends_cross_the_threshold_once(client, db):
+    tenant = await new_tenant(db)
+    await credits.grant(db, tenant.project_id, 10 * RATE)
+    await projects.set_policy(db, tenant.project_id, credits_low_threshold_atomic=5 * RATE)
+    await asyncio.gather(*(send(client, tenant, [f"+141555501{n:02d}"], f"n{n}") for n in range(8)))
+    [low] = await _stored_events(db, tenant, "credits.low")
+    assert low.data["balance_atomic"] < 5 * RATE and low.data["threshold_atomic"] == 5 * RATE
+    assert (await get_json(client, tenant, "/v1/credits"))["balance_atomic"] == 2 * RATE
 
 
 async def test_credits_low_also_on_a_single_project_charge(db):
@@ -505,7 +498,7 @@ async def test_a_batch_of_inbound_links_replies_and_records_only_new_messages(cl
 async def test_one_projects_events_are_never_anothers(client, db):
     ours = await new_tenant(db, "ours")
     theirs = await new_tenant(db, "theirs")
-    _, ids = await _queued(db, ours, 2)
+    _, ids = await _queued(client, db, ours, 2)
     assert [e["type"] for e in await events_of(client, ours)] == ["message.queued"] * 2
     assert await events_of(client, theirs) == []
     response = await client.get(f"/v1/messages/{ids[0]}", headers=theirs.headers)
