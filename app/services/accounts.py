@@ -21,13 +21,13 @@ import hmac
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db.engine import Database
@@ -385,7 +385,7 @@ async def _check_invite(db: Database, invite_code: str, now: datetime) -> None:
 
 
 async def _use_invite(
-    session: Any, invite_code: str | None, user_id: str, now: datetime
+    session: AsyncSession, invite_code: str | None, user_id: str, now: datetime
 ) -> tuple[str | None, str]:
     """Marks the invite used (once, whoever races for it); its organization and role."""
     if not invite_code:
@@ -400,7 +400,7 @@ async def _use_invite(
         )
         .values(used_at=now, used_by=user_id)
     )
-    if used.rowcount != 1:
+    if getattr(used, "rowcount", 0) != 1:
         raise InvalidInvite("the invite code is unknown, used or expired", param="invite_code")
     invite = (
         await session.execute(select(Invite).where(col(Invite.code_hash) == code_hash))
@@ -474,7 +474,7 @@ async def sign_in(
     )
 
 
-def _new_refresh_token(session: Any, session_id: str, now: datetime) -> str:
+def _new_refresh_token(session: AsyncSession, session_id: str, now: datetime) -> str:
     raw = new_secret(REFRESH_PREFIX)
     session.add(
         RefreshToken(session_id=session_id, token_hash=credentials.hash_secret(raw), created_at=now)
