@@ -1,11 +1,13 @@
 """The delivery worker, one in every server process: routes new events to their endpoints
-(app/webhooks/fanout.py), claims due deliveries (a lease, so no other instance sends one
-meanwhile; `FOR UPDATE SKIP LOCKED` on PostgreSQL), sends them concurrently with a cap per
-endpoint so a slow endpoint never holds up the others, and records each attempt (the attempt,
-the delivery's outcome or next try, the endpoint's failing streak) in one transaction.
+(app/webhooks/fanout.py) and claims due deliveries in one transaction (a lease on each, so no
+other instance sends it meanwhile; `FOR UPDATE SKIP LOCKED` on PostgreSQL), sends them with a
+cap on concurrent requests per endpoint so a slow endpoint never holds up the others, and
+records the attempts that finished together in one transaction each round (the attempt, the
+delivery's outcome or next try, the endpoint's failing streak).
 
 At least once: a delivery is done only when its success is committed; a process that dies
-mid-send leaves the lease to lapse and the delivery is sent again."""
+mid-send leaves the lease to lapse and the delivery is sent again. A claimed delivery waiting
+for its endpoint's turn is sent only while its lease outlasts an attempt, else left to lapse."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import asyncio
 import contextlib
 import random as _random
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,17 +37,22 @@ from app.services.webhooks import signing_secrets, webhook_object
 from app.settings import Settings
 from app.webhooks import wakeup
 from app.webhooks.client import SendResult, WebhookClient
-from app.webhooks.fanout import FAILED, PENDING, SUCCEEDED, route_events
+from app.webhooks.fanout import BATCH, FAILED, PENDING, SUCCEEDED, route_in
 from app.webhooks.signing import signature_headers
 
 log = get_logger("simwire.webhooks")
 
-MAX_IN_FLIGHT = 64
-"""Sends at once in one process."""
-MAX_IN_FLIGHT_PER_ENDPOINT = 4
-"""Sends at once to one endpoint from one process: the rest of its backlog waits unclaimed,
-so other instances and other endpoints are not held up by it."""
+MAX_IN_FLIGHT_PER_ENDPOINT = 8
+"""Requests at once to one endpoint from one process."""
+MAX_HELD_PER_ENDPOINT = 64
+"""Deliveries to one endpoint one process holds at once (sending, waiting for a turn, or being
+recorded): the rest of a backlog stays unclaimed, for other instances."""
+MAX_HELD = 1024
+"""Deliveries one process holds at once, all endpoints together."""
+CLAIM_CANDIDATES = 4 * MAX_HELD_PER_ENDPOINT
+"""Due deliveries one claim reads at most."""
 STOP_GRACE_S = 2.0
+LEASE_MARGIN_S = 1.0
 WEBHOOK_DISABLED = "webhook.disabled"
 
 Clock = Callable[[], datetime]
@@ -69,6 +76,7 @@ class _Claimed:
     delivery: WebhookDelivery
     webhook: Webhook
     event: Event | None
+    leased_until: datetime
 
 
 class DeliveryWorker:
@@ -91,10 +99,15 @@ class DeliveryWorker:
         self.client = client or WebhookClient(
             settings.webhook_allow_private, settings.webhook_timeout_s
         )
+        self._waiting: dict[str, deque[_Claimed]] = defaultdict(deque)
         self._in_flight: dict[str, int] = defaultdict(int)
-        self._sends: set[asyncio.Task[None]] = set()
+        self._held: dict[str, int] = defaultdict(int)
+        self._finished: list[tuple[_Claimed, SendResult]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._recorder: asyncio.Task[None] | None = None
         self._bell = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # Lifecycle -------------------------------------------------------------------------------
 
@@ -105,17 +118,23 @@ class DeliveryWorker:
     async def stop(self) -> None:
         wakeup.unregister(self._bell)
         if self._task is not None:
+            # The loop ends between rounds, not inside a transaction.
+            self._stopping = True
+            self._bell.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_GRACE_S)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
-        # Sends under way get a moment to finish and be recorded; any cut short is sent again
-        # once its lease lapses.
-        if self._sends:
-            await asyncio.wait(set(self._sends), timeout=STOP_GRACE_S)
-        for task in list(self._sends):
+        # Claimed deliveries not yet sent are left to their leases; sends under way get a
+        # moment to finish and be recorded, and any cut short is sent again later.
+        self._waiting.clear()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_S)
+        for task in list(self._tasks):
             task.cancel()
-        for task in list(self._sends):
+        for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.client.aclose()
@@ -125,122 +144,73 @@ class DeliveryWorker:
         self._bell.set()
 
     async def drain(self) -> None:
-        """Waits until every send this worker started has been recorded."""
-        while self._sends:
-            await asyncio.wait(set(self._sends))
+        """Waits until every delivery this worker holds has been sent and recorded."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     # The loop --------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
+            rung = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._bell.wait(), self.settings.webhook_poll_s)
+                rung = True
             self._bell.clear()
+            if self._stopping:
+                return
             try:
-                await self.run_once()
+                await self.run_once(look_first=not rung)
             except Exception as exc:  # the next round tries again
                 log.error("webhook_round_failed", error=repr(exc))
 
-    async def run_once(self) -> int:
-        """Routes the events waiting for it, then starts sending as many due deliveries as
-        this process has room for; how many sends it started. A read-only look comes first,
-        so an idle round takes no write lock (SQLite) and locks no rows."""
-        unrouted, due = await self._look(self.clock())
-        if unrouted:
-            while await route_events(self.db, self.clock()):
-                pass
-            due = True  # the events may have made deliveries due
-        started = 0
-        while due and (room := MAX_IN_FLIGHT - len(self._sends)) > 0:
-            claimed = await self._claim(room)
-            for one in claimed:
-                self._start_send(one)
-            started += len(claimed)
-            if len(claimed) < room:
-                break
-        return started
+    async def run_once(self, look_first: bool = True) -> int:
+        """One round: routes waiting events and claims as many due deliveries as this process
+        has room for, in one transaction, and starts sending them; how many it claimed. With
+        `look_first` (an idle poll) a read-only look comes first, so a round with nothing to do
+        takes no write lock (SQLite) and locks no rows."""
+        now = self.clock()
+        if look_first and not await self._look(now):
+            return 0
+        room = MAX_HELD - sum(self._held.values())
+        claimed, routed = await self._route_and_claim(now, room)
+        if routed == BATCH:
+            self._bell.set()  # more events wait
+        for one in claimed:
+            self._held[one.webhook.id] += 1
+            self._waiting[one.webhook.id].append(one)
+        self._pump()
+        return len(claimed)
 
-    async def _look(self, now: datetime) -> tuple[bool, bool]:
-        """Whether events wait to be routed, and whether a delivery this process may take is
-        due."""
+    async def _look(self, now: datetime) -> bool:
+        """Whether events wait to be routed or a delivery this process may take is due."""
         async with self.db.reading() as session:
             unrouted = (
                 await session.execute(
                     select(col(Event.seq)).where(col(Event.routed) == sa.false()).limit(1)
                 )
-            ).first() is not None
-            due = (
-                await session.execute(
-                    self._due(now).with_only_columns(col(WebhookDelivery.seq)).limit(1)
-                )
-            ).first() is not None
-        return unrouted, due
+            ).first()
+            if unrouted is not None:
+                return True
+            due = await session.execute(
+                self._due(now).with_only_columns(col(WebhookDelivery.seq)).limit(1)
+            )
+            return due.first() is not None
 
     async def deliver_now(self, delivery_id: str) -> None:
         """Sends one delivery at once and waits until its attempt is recorded (the test route);
         nothing when it is not pending or another send of it is under way."""
-        claimed = await self._claim(1, delivery_id=delivery_id)
+        now = self.clock()
+        query = self._claimable(now).where(col(WebhookDelivery.id) == delivery_id)
+        async with self.db.transaction() as session:
+            claimed = await self._lease(
+                session, now, list((await session.execute(query)).scalars())
+            )
         for one in claimed:
-            self._in_flight[one.webhook.id] += 1
-            try:
-                await self._deliver(one)
-            finally:
-                self._release(one.webhook.id)
+            result = await self._send(one)
+            await record_attempts(self.db, [(one.delivery.id, result)], self.clock(), self.random)
 
     # Claiming --------------------------------------------------------------------------------
-
-    async def _claim(self, limit: int, delivery_id: str | None = None) -> list[_Claimed]:
-        now = self.clock()
-        query = (
-            self._due(now)
-            if delivery_id is None
-            else self._claimable(now).where(col(WebhookDelivery.id) == delivery_id)
-        )
-        query = query.order_by(col(WebhookDelivery.next_attempt_at)).limit(
-            limit * MAX_IN_FLIGHT_PER_ENDPOINT
-        )
-        if not self.db.is_sqlite:
-            query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
-        async with self.db.transaction() as session:
-            candidates = (await session.execute(query)).scalars().all()
-            counts = dict(self._in_flight)
-            picked: list[WebhookDelivery] = []
-            for delivery in candidates:
-                if len(picked) == limit:
-                    break
-                if counts.get(delivery.webhook_id, 0) < MAX_IN_FLIGHT_PER_ENDPOINT:
-                    counts[delivery.webhook_id] = counts.get(delivery.webhook_id, 0) + 1
-                    picked.append(delivery)
-            if not picked:
-                return []
-            lease = now + timedelta(seconds=self.settings.webhook_lease_s)
-            for delivery in picked:
-                delivery.leased_until = lease
-            webhooks = {
-                webhook.id: webhook
-                for webhook in (
-                    await session.execute(
-                        select(Webhook).where(
-                            col(Webhook.id).in_({delivery.webhook_id for delivery in picked})
-                        )
-                    )
-                ).scalars()
-            }
-            events = {
-                event.id: event
-                for event in (
-                    await session.execute(
-                        select(Event).where(
-                            col(Event.id).in_({delivery.event_id for delivery in picked})
-                        )
-                    )
-                ).scalars()
-            }
-        return [
-            _Claimed(delivery, webhooks[delivery.webhook_id], events.get(delivery.event_id))
-            for delivery in picked
-            if delivery.webhook_id in webhooks
-        ]
 
     def _claimable(self, now: datetime) -> Select[tuple[WebhookDelivery]]:
         """Pending deliveries no instance holds a lease on."""
@@ -253,13 +223,9 @@ class DeliveryWorker:
         )
 
     def _due(self, now: datetime) -> Select[tuple[WebhookDelivery]]:
-        """Claimable deliveries that are due, to enabled endpoints this process is not
-        already sending its most to."""
-        full = [
-            webhook_id
-            for webhook_id, count in self._in_flight.items()
-            if count >= MAX_IN_FLIGHT_PER_ENDPOINT
-        ]
+        """Claimable deliveries that are due, to enabled endpoints this process does not
+        already hold its most for."""
+        full = [wid for wid, held in self._held.items() if held >= MAX_HELD_PER_ENDPOINT]
         query = (
             self._claimable(now)
             .join(Webhook, col(Webhook.id) == col(WebhookDelivery.webhook_id))
@@ -269,34 +235,99 @@ class DeliveryWorker:
             query = query.where(col(WebhookDelivery.webhook_id).not_in(full))
         return query
 
+    async def _route_and_claim(self, now: datetime, room: int) -> tuple[list[_Claimed], int]:
+        async with self.db.transaction() as session:
+            routed = await route_in(session, self.db.is_sqlite, now)
+            if room <= 0:
+                return [], routed
+            # A few endpoints' worth of candidates: a backlog of one endpoint beyond what it
+            # may hold here is not read (and locked) every round.
+            limit = min(room, CLAIM_CANDIDATES)
+            query = self._due(now).order_by(col(WebhookDelivery.next_attempt_at)).limit(limit)
+            if not self.db.is_sqlite:
+                query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
+            held = dict(self._held)
+            picked: list[WebhookDelivery] = []
+            for delivery in (await session.execute(query)).scalars():
+                if held.get(delivery.webhook_id, 0) < MAX_HELD_PER_ENDPOINT:
+                    held[delivery.webhook_id] = held.get(delivery.webhook_id, 0) + 1
+                    picked.append(delivery)
+            return await self._lease(session, now, picked), routed
+
+    async def _lease(
+        self, session: AsyncSession, now: datetime, picked: list[WebhookDelivery]
+    ) -> list[_Claimed]:
+        """Leases `picked` (in the caller's transaction) with their endpoints and events."""
+        if not picked:
+            return []
+        lease = now + timedelta(seconds=self.settings.webhook_lease_s)
+        for delivery in picked:
+            delivery.leased_until = lease
+        webhook_ids = {delivery.webhook_id for delivery in picked}
+        event_ids = {delivery.event_id for delivery in picked}
+        webhooks = {
+            webhook.id: webhook
+            for webhook in (
+                await session.execute(select(Webhook).where(col(Webhook.id).in_(webhook_ids)))
+            ).scalars()
+        }
+        events = {
+            event.id: event
+            for event in (
+                await session.execute(select(Event).where(col(Event.id).in_(event_ids)))
+            ).scalars()
+        }
+        return [
+            _Claimed(delivery, webhooks[delivery.webhook_id], events.get(delivery.event_id), lease)
+            for delivery in picked
+            if delivery.webhook_id in webhooks
+        ]
+
     # Sending ---------------------------------------------------------------------------------
 
-    def _start_send(self, claimed: _Claimed) -> None:
-        self._in_flight[claimed.webhook.id] += 1
-        task = asyncio.create_task(self._deliver(claimed), name="webhook-send")
-        self._sends.add(task)
+    def _pump(self) -> None:
+        """Starts a send for each waiting delivery whose endpoint has a free slot. One whose
+        lease would lapse before an attempt could end is dropped here (its lease lapses and it
+        is claimed again), so no two instances ever send it at once."""
+        timeout_s, lease_s = self.settings.webhook_timeout_s, self.settings.webhook_lease_s
+        margin_s = min(LEASE_MARGIN_S, (lease_s - timeout_s) / 2)
+        latest_start = timedelta(seconds=timeout_s + margin_s)
+        for webhook_id, waiting in list(self._waiting.items()):
+            while waiting and self._in_flight[webhook_id] < MAX_IN_FLIGHT_PER_ENDPOINT:
+                claimed = waiting.popleft()
+                if claimed.leased_until - self.clock() < latest_start:
+                    self._let_go(webhook_id)
+                    continue
+                self._in_flight[webhook_id] += 1
+                self._track(asyncio.create_task(self._deliver(claimed), name="webhook-send"))
+            if not waiting:
+                del self._waiting[webhook_id]
 
-        def done(finished: asyncio.Task[None]) -> None:
-            self._sends.discard(finished)
-            self._release(claimed.webhook.id)
-            self._bell.set()  # room for another send
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-        task.add_done_callback(done)
-
-    def _release(self, webhook_id: str) -> None:
-        self._in_flight[webhook_id] -= 1
-        if self._in_flight[webhook_id] <= 0:
-            del self._in_flight[webhook_id]
+    def _let_go(self, webhook_id: str) -> None:
+        self._held[webhook_id] -= 1
+        if self._held[webhook_id] <= 0:
+            del self._held[webhook_id]
 
     async def _deliver(self, claimed: _Claimed) -> None:
-        crash_point("webhook_before_send")
-        result = await self._send(claimed)
+        webhook_id = claimed.webhook.id
         try:
-            await record_attempt(self.db, claimed.delivery.id, result, self.clock(), self.random)
-        except Exception as exc:  # the lease lapses and the delivery is sent again
-            log.error(
-                "webhook_attempt_not_recorded", delivery_id=claimed.delivery.id, error=repr(exc)
-            )
+            crash_point("webhook_before_send")
+            result = await self._send(claimed)
+        except Exception as exc:  # a fault of ours: a failed attempt, retried like any other
+            result = SendResult(None, f"not sent: {type(exc).__name__}", 0)
+        finally:
+            self._in_flight[webhook_id] -= 1
+            if self._in_flight[webhook_id] <= 0:
+                del self._in_flight[webhook_id]
+        self._finished.append((claimed, result))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_finished(), name="webhook-record")
+            self._track(self._recorder)
+        self._pump()
 
     async def _send(self, claimed: _Claimed) -> SendResult:
         if claimed.event is None:
@@ -312,61 +343,117 @@ class DeliveryWorker:
         headers = signature_headers(secrets, claimed.event.id, int(time.time()), body)
         return await self.client.post(claimed.webhook.url, body, headers)
 
+    async def _record_finished(self) -> None:
+        """Records every finished attempt, those that finish meanwhile in the next
+        transaction: one commit per round, however many sends ended."""
+        while self._finished:
+            batch, self._finished = self._finished, []
+            try:
+                await record_attempts(
+                    self.db,
+                    [(claimed.delivery.id, result) for claimed, result in batch],
+                    self.clock(),
+                    self.random,
+                )
+            except Exception as exc:  # their leases lapse and they are sent again
+                log.error("webhook_attempts_not_recorded", count=len(batch), error=repr(exc))
+            finally:
+                for claimed, _result in batch:
+                    self._let_go(claimed.webhook.id)
+            self._bell.set()  # room for more
 
-async def record_attempt(
+
+async def record_attempts(
     db: Database,
-    delivery_id: str,
-    result: SendResult,
+    outcomes: list[tuple[str, SendResult]],
     now: datetime,
     random: Callable[[], float] = _random.random,
-) -> str | None:
-    """In one transaction: the attempt row, the delivery's outcome (succeeded; failed once the
-    retry schedule is used up; else pending with its next try, jittered), and the endpoint's
-    failing streak, which disables it (with a `webhook.disabled` event) once every attempt has
-    failed for 5 days. The delivery's new status, or None when it is no longer pending."""
+) -> None:
+    """In one transaction, for each (delivery id, result) in order: the attempt row, the
+    delivery's outcome (succeeded; failed once the retry schedule is used up; else pending with
+    its next try, jittered), and its endpoint's failing streak, which disables the endpoint
+    (with a `webhook.disabled` event) once every attempt has failed for 5 days. A delivery no
+    longer pending (deleted, or already settled by another instance) is left alone. One
+    statement writes every delivery's outcome and one every attempt."""
+    ids = [delivery_id for delivery_id, _result in outcomes]
     async with db.transaction() as session:
-        query = select(WebhookDelivery).where(col(WebhookDelivery.id) == delivery_id)
+        query = select(_DELIVERIES.c.id, _DELIVERIES.c.webhook_id, _DELIVERIES.c.status)
+        query = query.add_columns(_DELIVERIES.c.attempts).where(_DELIVERIES.c.id.in_(ids))
         if not db.is_sqlite:
-            query = query.with_for_update()
-        delivery = (await session.execute(query)).scalar_one_or_none()
-        if delivery is None or delivery.status != PENDING:
-            return None
-        number = delivery.attempts + 1
-        next_at: datetime | None = None
-        if result.succeeded:
-            delivery.status = SUCCEEDED
-        else:
-            delay_s = retry_delay_s(number, random)
-            if delay_s is None:
-                delivery.status = FAILED
-            else:
-                next_at = now + timedelta(seconds=delay_s)
-        delivery.attempts = number
-        delivery.next_attempt_at = next_at
-        delivery.leased_until = None
-        delivery.last_status_code = result.status_code
-        delivery.last_error = result.error
-        delivery.last_latency_ms = result.latency_ms
-        delivery.updated_at = now
-        delivery.completed_at = None if delivery.status == PENDING else now
-        session.add(
-            WebhookAttempt(
-                delivery_id=delivery.id,
-                number=number,
-                status_code=result.status_code,
-                latency_ms=result.latency_ms,
-                error=result.error,
-                next_retry_at=next_at,
-                created_at=now,
-            )
+            query = query.order_by(_DELIVERIES.c.seq).with_for_update()
+        found = {row.id: row for row in await session.execute(query)}
+        webhook_query = select(Webhook).where(
+            col(Webhook.id).in_({row.webhook_id for row in found.values()})
         )
-        webhook_query = select(Webhook).where(col(Webhook.id) == delivery.webhook_id)
         if not db.is_sqlite:
-            webhook_query = webhook_query.with_for_update()
-        webhook = (await session.execute(webhook_query)).scalar_one_or_none()
-        if webhook is not None:
-            await _note_streak(session, webhook, result, now)
-        return delivery.status
+            webhook_query = webhook_query.order_by(col(Webhook.seq)).with_for_update()
+        webhooks = {row.id: row for row in (await session.execute(webhook_query)).scalars()}
+        status = {delivery_id: row.status for delivery_id, row in found.items()}
+        attempts = {delivery_id: row.attempts for delivery_id, row in found.items()}
+        settled: list[dict[str, object]] = []
+        tries: list[dict[str, object]] = []
+        for delivery_id, result in outcomes:
+            if status.get(delivery_id) != PENDING:
+                continue
+            number = attempts[delivery_id] + 1
+            next_at: datetime | None = None
+            if result.succeeded:
+                outcome = SUCCEEDED
+            else:
+                delay_s = retry_delay_s(number, random)
+                outcome = FAILED if delay_s is None else PENDING
+                if delay_s is not None:
+                    next_at = now + timedelta(seconds=delay_s)
+            status[delivery_id], attempts[delivery_id] = outcome, number
+            settled.append(
+                {
+                    "b_id": delivery_id,
+                    "b_status": outcome,
+                    "b_attempts": number,
+                    "b_next": next_at,
+                    "b_code": result.status_code,
+                    "b_error": result.error,
+                    "b_latency": result.latency_ms,
+                    "b_completed": None if outcome == PENDING else now,
+                    "b_now": now,
+                }
+            )
+            tries.append(
+                {
+                    "delivery_id": delivery_id,
+                    "number": number,
+                    "status_code": result.status_code,
+                    "latency_ms": result.latency_ms,
+                    "error": result.error,
+                    "next_retry_at": next_at,
+                    "created_at": now,
+                }
+            )
+            webhook = webhooks.get(found[delivery_id].webhook_id)
+            if webhook is not None:
+                await _note_streak(session, webhook, result, now)
+        if settled:
+            await session.execute(_SETTLE, settled)
+            await session.execute(_ATTEMPTS.insert(), tries)
+
+
+_DELIVERIES = WebhookDelivery.metadata.tables["webhook_deliveries"]
+_ATTEMPTS = WebhookAttempt.metadata.tables["webhook_attempts"]
+_SETTLE = (
+    sa.update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == sa.bindparam("b_id"))
+    .values(
+        status=sa.bindparam("b_status"),
+        attempts=sa.bindparam("b_attempts"),
+        next_attempt_at=sa.bindparam("b_next"),
+        leased_until=None,
+        last_status_code=sa.bindparam("b_code"),
+        last_error=sa.bindparam("b_error"),
+        last_latency_ms=sa.bindparam("b_latency"),
+        updated_at=sa.bindparam("b_now"),
+        completed_at=sa.bindparam("b_completed"),
+    )
+)
 
 
 async def _note_streak(

@@ -34,25 +34,26 @@ WEBHOOK_TEST = "webhook.test"
 async def route_events(db: Database, now: datetime | None = None, batch: int = BATCH) -> int:
     """Routes up to `batch` unrouted events, oldest first, in one transaction; how many."""
     async with db.transaction() as session:
-        query = (
-            select(Event)
-            .where(col(Event.routed) == sa.false())
-            .order_by(col(Event.seq))
-            .limit(batch)
-        )
-        if not db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        events = list((await session.execute(query)).scalars().all())
-        if not events:
-            return 0
-        rows = await _deliveries_for(session, events, now or utcnow())
-        if rows:
-            await session.execute(insert(WebhookDelivery), rows)
-        await session.execute(
-            update(Event)
-            .where(col(Event.seq).in_([event.seq for event in events]))
-            .values(routed=True)
-        )
+        return await route_in(session, db.is_sqlite, now or utcnow(), batch)
+
+
+async def route_in(
+    session: AsyncSession, is_sqlite: bool, now: datetime, batch: int = BATCH
+) -> int:
+    """`route_events` in the caller's transaction (the worker claims in the same one)."""
+    query = select(Event).where(col(Event.routed) == sa.false()).order_by(col(Event.seq))
+    query = query.limit(batch)
+    if not is_sqlite:
+        query = query.with_for_update(skip_locked=True)
+    events = list((await session.execute(query)).scalars().all())
+    if not events:
+        return 0
+    rows = await _deliveries_for(session, events, now)
+    if rows:
+        await session.execute(insert(WebhookDelivery), rows)
+    await session.execute(
+        update(Event).where(col(Event.seq).in_([event.seq for event in events])).values(routed=True)
+    )
     return len(events)
 
 

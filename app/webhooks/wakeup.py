@@ -63,15 +63,20 @@ def _noted(
         conn.info[_WROTE] = True
 
 
+# The commit and rollback listeners run inside SQLAlchemy's own cleanup: they never raise, and
+# leave an invalidated connection alone (touching its `info` would fail the rollback).
+
+
 @event.listens_for(Engine, "commit")
 def _committing(conn: Connection) -> None:
-    if conn.info.pop(_WROTE, False):
+    if not conn.invalidated and conn.info.pop(_WROTE, False):
         conn.info[_COMMITTED] = True
 
 
 @event.listens_for(Engine, "rollback")
 def _rolled_back(conn: Connection) -> None:
-    conn.info.pop(_WROTE, None)
+    if not conn.invalidated:
+        conn.info.pop(_WROTE, None)
 
 
 @event.listens_for(Pool, "checkin")

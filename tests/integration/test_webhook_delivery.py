@@ -33,7 +33,7 @@ from app.services.events import record_event
 from app.services.ids import new_id, utcnow
 from app.settings import Settings
 from app.webhooks.client import WebhookClient
-from app.webhooks.delivery import DeliveryWorker
+from app.webhooks.delivery import MAX_IN_FLIGHT_PER_ENDPOINT, DeliveryWorker
 from app.webhooks.signing import signature_headers
 from tests.conftest import TEST_SECRET_KEY
 from tests.support.factories import new_tenant
@@ -679,3 +679,34 @@ async def test_a_message_sent_through_a_phone_and_its_reply_reach_a_receiver(
         assert verify(one.body, one.headers, hook["secret"])
         assert StandardWebhook(hook["secret"]).verify(one.body, one.headers)
     assert len(receiver.ids()) == len(set(receiver.ids())) == 3
+
+
+async def test_one_slow_endpoint_never_holds_up_another(client, db, settings):
+    """A running worker with ten events for an endpoint that never answers and for one that
+    does: the quick one gets all ten while the slow one still holds its few sends."""
+    tenant = await new_tenant(db)
+    running = worker(db, settings, webhook_timeout_s=5.0, webhook_lease_s=10.0)
+    async with running_receiver(Receiver(hang=True)) as slow, running_receiver() as quick:
+        await add_hook(client, tenant.headers, slow.url)
+        await add_hook(client, tenant.headers, quick.url)
+        running.start()
+        try:
+            started = time.monotonic()
+            made = [await state_change(db, tenant.project_id) for _ in range(10)]
+            await eventually(lambda: sorted(quick.ids()) == sorted(made), timeout_s=4)
+            took_s = time.monotonic() - started
+            assert len(slow.received) == MAX_IN_FLIGHT_PER_ENDPOINT  # its cap, no more
+        finally:
+            await running.stop()
+    assert took_s < 2.0
+
+
+async def test_no_url_secret_or_body_reaches_the_logs(client, db, settings, capsys, caplog):
+    tenant = await new_tenant(db)
+    async with running_receiver(Receiver(statuses=[500])) as receiver:
+        await add_hook(client, tenant.headers, receiver.url + "?token=url-secret-4711")
+        await state_change(db, tenant.project_id, data={"id": "msg_1", "body": "body-secret-0815"})
+        assert await deliver(worker(db, settings)) == 1
+    assert receiver.received[0].path == "/hook"
+    logged = caplog.text + capsys.readouterr().err
+    assert "url-secret-4711" not in logged and "body-secret-0815" not in logged
