@@ -7,10 +7,13 @@ Bazaar entry; and quotes mean the same on every surface."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -33,6 +36,7 @@ from tests.support.devchain import official_client
 from tests.support.factories import new_tenant
 from tests.support.live import RunningPhone, eventually, start_phone
 from tests.support.mcp_compat import McpSessionForX402
+from tests.support.receiver import running_receiver
 
 pytest_plugins = ["tests.support.devchain"]
 
@@ -347,3 +351,54 @@ async def test_quote_identity_holds_on_every_surface(
     _check_identity(over_mcp, segments, count)
     mcp_quote = PaymentRequired.model_validate(unpaid.structured_content).accepts[0].extra["quote"]
     _check_identity(mcp_quote, segments, count)
+
+
+def _docs_recipes() -> dict[str, Any]:
+    """The two verification recipes of docs/webhooks.md, run as a reader would paste them."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    recipes: dict[str, Any] = {}
+    for block in blocks:
+        exec(compile(block, "docs/webhooks.md", "exec"), recipes)
+    return recipes
+
+
+async def test_a_paid_send_sms_with_a_callback_gets_its_events_signed_with_its_secret(
+    rig: Rig, x402_phone: RunningPhone, funded_payer: LocalAccount
+) -> None:
+    recipes = _docs_recipes()
+    async with running_receiver() as receiver, mcp_session(rig.server) as session:
+        arguments = {"to": TO, "message": "Call me back", "callback_url": receiver.url}
+        paying = x402MCPSession(
+            McpSessionForX402(session),
+            official_client(funded_payer, rig.network),  # type: ignore[arg-type]
+        )
+        paid = await paying.call_tool("send_sms", arguments)
+        assert paid.payment_made and not paid.is_error, paid.content
+        accepted = json.loads(paid.content[0].text)
+        secret = accepted["callback_secret"]
+        assert accepted["callback_url"] == receiver.url and secret.startswith("whsec_")
+
+        def types() -> list[str]:
+            return [one.json["type"] for one in receiver.received]
+
+        await eventually(lambda: "message.sent" in types(), timeout_s=30)
+
+    for one in receiver.received:
+        headers = httpx.Headers(one.headers)
+        assert recipes["verify"](one.body, headers, secret)
+        assert recipes["verify_standard"](one.body, headers, secret) == one.json
+        assert not recipes["verify"](one.body + b" ", headers, secret)
+        assert recipes["verify_standard"](one.body, headers, "whsec_" + "A" * 44) is None
+        assert one.json["data"]["request_id"] == accepted["request_id"]
+    assert types()[:2] == ["message.queued", "message.sent"]
+
+
+async def test_a_keyed_send_sms_with_a_callback_is_told_to_use_webhooks(rig: Rig) -> None:
+    tenant = await new_tenant(rig.db)
+    async with mcp_session(rig.server, tenant.headers) as session:
+        refused = await session.call_tool(
+            "send_sms", {"to": TO, "message": "hi", "callback_url": "http://127.0.0.1:9/x"}
+        )
+    assert refused.is_error
+    assert "callback_url_not_supported" in json.dumps(refused.structured_content)
