@@ -102,8 +102,6 @@ def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
         logging.getLogger(name).propagate = True
     # Access lines carry query strings (the phone socket's token); we log requests ourselves.
     logging.getLogger("uvicorn.access").disabled = True
-    # httpx logs every request's URL at INFO: a webhook URL may carry its receiver's token.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> Any:

@@ -1,23 +1,22 @@
-"""Sends one webhook POST the way Simwire may: the endpoint's host is resolved once, at send
-time; unless private targets are allowed every address it resolves to must be public; the
-connection goes to the address that was checked (the IP in the URL, the name in `Host` and in
-TLS SNI, so the certificate is still verified for the name), so a second lookup can never swap
-in another address (DNS rebinding). Redirects are not followed and at most 64 KiB of an answer
-is read."""
+"""Sends one webhook POST the way Simwire may: the endpoint's host is resolved when a
+connection is made, by the connection's own resolver, which refuses (unless private targets
+are allowed) a name with any address that is not public and hands the connection the addresses
+it checked, so no second lookup can swap in another address (DNS rebinding); TLS still names
+the host, so its certificate is verified for the name. Redirects are not followed and at most
+64 KiB of an answer is read."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv6Address
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from app.domain.webhook_urls import (
     InvalidWebhookUrl,
@@ -30,10 +29,7 @@ from app.webhooks.ssrf import resolve
 
 MAX_RESPONSE_BYTES = 64 * 1024
 MAX_ERROR_CHARS = 500
-# Connections are pooled per endpoint origin and address, never across names: a connection
-# made (and its certificate verified) for one name must not carry a request for another.
-MAX_POOLS = 256
-CONNECTIONS_PER_POOL = 8
+CONNECTIONS_PER_HOST = 16
 USER_AGENT = "Simwire-Webhooks/1"
 
 Resolver = Callable[[str, int], Awaitable[list[IpAddress]]]
@@ -61,16 +57,40 @@ class TargetRefused(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class _Target:
-    url: str
-    """The endpoint URL with the checked IP address in place of the host name."""
-    host_header: str
-    extensions: dict[str, Any] = field(default_factory=dict)
+class _CheckedResolver(AbstractResolver):
+    """The only name lookup a connection makes: what it returns is what was checked, and the
+    connection goes there (the TLS handshake still names the host, so its certificate is
+    verified for the name)."""
 
-    @property
-    def pool_key(self) -> tuple[str, str]:
-        return (self.url.split("/", 3)[2], self.host_header)
+    def __init__(self, lookup: Resolver, allow_private: bool) -> None:
+        self._lookup = lookup
+        self._allow_private = allow_private
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        addresses = await self._lookup(host, port)
+        if not addresses:
+            raise TargetRefused(f"host {host!r} does not resolve")
+        if not self._allow_private:
+            for address in addresses:
+                refusal = address_refusal(address)
+                if refusal is not None:
+                    raise TargetRefused(f"{host!r} resolves to {refusal}")
+        return [
+            {
+                "hostname": host,
+                "host": str(address),
+                "port": port,
+                "family": socket.AF_INET6 if isinstance(address, IPv6Address) else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
 
 
 class WebhookClient:
@@ -86,9 +106,9 @@ class WebhookClient:
     ) -> None:
         self.allow_private = allow_private
         self.timeout_s = timeout_s
-        self._resolve = resolver
+        self._resolver = _CheckedResolver(resolver, allow_private)
         self._verify = verify
-        self._pools: OrderedDict[tuple[str, str], httpx.AsyncClient] = OrderedDict()
+        self._session: aiohttp.ClientSession | None = None
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> SendResult:
         """POSTs `body` (JSON) with `headers` to `url`. Never raises for anything the network
@@ -98,15 +118,15 @@ class WebhookClient:
         error: str | None = None
         try:
             async with asyncio.timeout(self.timeout_s):
-                target = await self._target(url)
-                status = await self._send(target, body, headers)
+                self._check(url)
+                status = await self._send(url, body, headers)
         except TargetRefused as refused:
             error = f"not sent: {refused.reason}"
         except TimeoutError:
             error = f"no answer within {self.timeout_s:g} s"
-        except httpx.ConnectError as exc:
-            error = f"could not connect: {_describe(exc)}"
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientConnectorError as exc:
+            error = f"could not connect: {_describe(exc.os_error)}"
+        except aiohttp.ClientError as exc:
             error = f"{type(exc).__name__}: {_describe(exc)}"
         except OSError as exc:
             error = f"could not connect: {_describe(exc)}"
@@ -120,92 +140,61 @@ class WebhookClient:
         return SendResult(status, error[:MAX_ERROR_CHARS] if error else None, latency_ms)
 
     async def aclose(self) -> None:
-        pools, self._pools = list(self._pools.values()), OrderedDict()
-        for pool in pools:
-            await pool.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
-    async def _target(self, url: str) -> _Target:
+    def _check(self, url: str) -> None:
+        """The checks a URL's own text allows: its shape, its scheme, and an address given
+        literally (a name is checked when it is resolved, by the connection's resolver)."""
         try:
             parsed = parse_webhook_url(url)
         except InvalidWebhookUrl as exc:
             raise TargetRefused(str(exc)) from None
-        if not self.allow_private and parsed.scheme != "https":
+        if self.allow_private:
+            return
+        if parsed.scheme != "https":
             raise TargetRefused("only https URLs are allowed")
         literal = as_address(parsed.host)
-        addresses = (
-            [literal] if literal is not None else await self._resolve(parsed.host, parsed.port)
-        )
-        if not addresses:
-            raise TargetRefused(f"host {parsed.host!r} does not resolve")
-        if not self.allow_private:
-            for address in addresses:
-                refusal = address_refusal(address)
-                if refusal is not None:
-                    raise TargetRefused(
-                        refusal if literal is not None else f"{parsed.host!r} resolves to {refusal}"
-                    )
-        address = addresses[0]
-        parts = urlsplit(url)
-        shown = f"[{address}]" if isinstance(address, IPv6Address) else str(address)
-        pinned = urlunsplit(
-            (parts.scheme, f"{shown}:{parsed.port}", parts.path or "/", parts.query, "")
-        )
-        extensions: dict[str, Any] = {}
-        if parsed.scheme == "https" and literal is None:
-            extensions["sni_hostname"] = parsed.host.rstrip(".")
-        return _Target(pinned, parts.netloc, extensions)
+        if literal is not None:
+            refusal = address_refusal(literal)
+            if refusal is not None:
+                raise TargetRefused(refusal)
 
-    async def _send(self, target: _Target, body: bytes, headers: dict[str, str]) -> int:
-        pool = self._pool(target)
-        request = pool.build_request(
-            "POST",
-            target.url,
-            content=body,
-            headers={
-                **headers,
-                "Host": target.host_header,
-                "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
-            },
-            extensions=target.extensions,
-        )
-        response = await pool.send(request, stream=True, follow_redirects=False)
-        try:
+    async def _send(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        session = self._session or self._open()
+        async with session.post(
+            url,
+            data=body,
+            headers={**headers, "Content-Type": "application/json", "User-Agent": USER_AGENT},
+            allow_redirects=False,
+        ) as response:
             read = 0
-            async for chunk in response.aiter_raw():
+            while read < MAX_RESPONSE_BYTES:
+                chunk = await response.content.read(MAX_RESPONSE_BYTES - read)
+                if not chunk:
+                    break
                 read += len(chunk)
-                if read >= MAX_RESPONSE_BYTES:
-                    break  # the rest is never read; closing drops the connection
-        finally:
-            await response.aclose()
-        return response.status_code
+            if not response.content.at_eof():
+                response.close()  # the rest is never read: drop the connection
+            return response.status
 
-    def _pool(self, target: _Target) -> httpx.AsyncClient:
-        key = target.pool_key
-        pool = self._pools.get(key)
-        if pool is not None:
-            self._pools.move_to_end(key)
-            return pool
-        pool = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.timeout_s),
-            verify=self._verify,
-            follow_redirects=False,
-            trust_env=False,  # a proxy from the environment would resolve the name again
-            limits=httpx.Limits(
-                max_connections=CONNECTIONS_PER_POOL,
-                max_keepalive_connections=CONNECTIONS_PER_POOL,
-            ),
+    def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            resolver=self._resolver,
+            use_dns_cache=False,  # every new connection resolves, and is checked, afresh
+            limit=0,
+            limit_per_host=CONNECTIONS_PER_HOST,
+            ssl=self._verify,
         )
-        self._pools[key] = pool
-        if len(self._pools) > MAX_POOLS:
-            _key, oldest = self._pools.popitem(last=False)
-            task = asyncio.get_running_loop().create_task(oldest.aclose())
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)
-        return pool
-
-
-_closing: set[asyncio.Task[None]] = set()
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s + 1),
+            trust_env=False,  # a proxy from the environment would resolve the name again
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding",),
+        )
+        return self._session
 
 
 def _describe(exc: BaseException) -> str:
