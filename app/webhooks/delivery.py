@@ -16,13 +16,14 @@ import contextlib
 import random as _random
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Row, Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -42,6 +43,11 @@ from app.webhooks.signing import signature_headers
 
 log = get_logger("simwire.webhooks")
 
+_DELIVERIES = WebhookDelivery.metadata.tables["webhook_deliveries"]
+_ATTEMPTS = WebhookAttempt.metadata.tables["webhook_attempts"]
+_WEBHOOKS = Webhook.metadata.tables["webhooks"]
+_EVENTS = Event.metadata.tables["events"]
+
 MAX_IN_FLIGHT_PER_ENDPOINT = 8
 """Requests at once to one endpoint from one process."""
 MAX_HELD_PER_ENDPOINT = 64
@@ -58,7 +64,17 @@ WEBHOOK_DISABLED = "webhook.disabled"
 Clock = Callable[[], datetime]
 
 
-def event_body(event: Event) -> bytes:
+class EventRow(Protocol):
+    """What a delivery's body is made of: an Event, or a row of its columns."""
+
+    id: str
+    type: str
+    created_at: datetime
+    project_id: str
+    data: dict[str, Any]
+
+
+def event_body(event: EventRow) -> bytes:
     """The JSON a delivery POSTs: the event exactly as `GET /v1/events` returns it."""
     return msgspec.json.encode(
         {
@@ -73,9 +89,9 @@ def event_body(event: Event) -> bytes:
 
 @dataclass(frozen=True)
 class _Claimed:
-    delivery: WebhookDelivery
+    delivery_id: str
     webhook: Webhook
-    event: Event | None
+    event: EventRow | None
     leased_until: datetime
 
 
@@ -193,7 +209,7 @@ class DeliveryWorker:
             if unrouted is not None:
                 return True
             due = await session.execute(
-                self._due(now).with_only_columns(col(WebhookDelivery.seq)).limit(1)
+                self._due(now).with_only_columns(_DELIVERIES.c.seq).limit(1)
             )
             return due.first() is not None
 
@@ -201,38 +217,33 @@ class DeliveryWorker:
         """Sends one delivery at once and waits until its attempt is recorded (the test route);
         nothing when it is not pending or another send of it is under way."""
         now = self.clock()
-        query = self._claimable(now).where(col(WebhookDelivery.id) == delivery_id)
+        query = self._claimable(now).where(_DELIVERIES.c.id == delivery_id)
         async with self.db.transaction() as session:
-            claimed = await self._lease(
-                session, now, list((await session.execute(query)).scalars())
-            )
+            claimed = await self._lease(session, now, list(await session.execute(query)))
         for one in claimed:
             result = await self._send(one)
-            await record_attempts(self.db, [(one.delivery.id, result)], self.clock(), self.random)
+            await record_attempts(self.db, [(one.delivery_id, result)], self.clock(), self.random)
 
     # Claiming --------------------------------------------------------------------------------
 
-    def _claimable(self, now: datetime) -> Select[tuple[WebhookDelivery]]:
-        """Pending deliveries no instance holds a lease on."""
-        return select(WebhookDelivery).where(
-            col(WebhookDelivery.status) == PENDING,
-            or_(
-                col(WebhookDelivery.leased_until).is_(None),
-                col(WebhookDelivery.leased_until) < now,
-            ),
+    def _claimable(self, now: datetime) -> Select[tuple[str, str, str]]:
+        """Pending deliveries no instance holds a lease on: (id, webhook id, event id)."""
+        return select(_DELIVERIES.c.id, _DELIVERIES.c.webhook_id, _DELIVERIES.c.event_id).where(
+            _DELIVERIES.c.status == PENDING,
+            or_(_DELIVERIES.c.leased_until.is_(None), _DELIVERIES.c.leased_until < now),
         )
 
-    def _due(self, now: datetime) -> Select[tuple[WebhookDelivery]]:
+    def _due(self, now: datetime) -> Select[tuple[str, str, str]]:
         """Claimable deliveries that are due, to enabled endpoints this process does not
         already hold its most for."""
         full = [wid for wid, held in self._held.items() if held >= MAX_HELD_PER_ENDPOINT]
         query = (
             self._claimable(now)
-            .join(Webhook, col(Webhook.id) == col(WebhookDelivery.webhook_id))
-            .where(col(WebhookDelivery.next_attempt_at) <= now, col(Webhook.enabled) == sa.true())
+            .join(_WEBHOOKS, _WEBHOOKS.c.id == _DELIVERIES.c.webhook_id)
+            .where(_DELIVERIES.c.next_attempt_at <= now, _WEBHOOKS.c.enabled == sa.true())
         )
         if full:
-            query = query.where(col(WebhookDelivery.webhook_id).not_in(full))
+            query = query.where(_DELIVERIES.c.webhook_id.not_in(full))
         return query
 
     async def _route_and_claim(self, now: datetime, room: int) -> tuple[list[_Claimed], int]:
@@ -243,28 +254,30 @@ class DeliveryWorker:
             # A few endpoints' worth of candidates: a backlog of one endpoint beyond what it
             # may hold here is not read (and locked) every round.
             limit = min(room, CLAIM_CANDIDATES)
-            query = self._due(now).order_by(col(WebhookDelivery.next_attempt_at)).limit(limit)
+            query = self._due(now).order_by(_DELIVERIES.c.next_attempt_at).limit(limit)
             if not self.db.is_sqlite:
-                query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
+                query = query.with_for_update(skip_locked=True, of=_DELIVERIES)
             held = dict(self._held)
-            picked: list[WebhookDelivery] = []
-            for delivery in (await session.execute(query)).scalars():
-                if held.get(delivery.webhook_id, 0) < MAX_HELD_PER_ENDPOINT:
-                    held[delivery.webhook_id] = held.get(delivery.webhook_id, 0) + 1
-                    picked.append(delivery)
+            picked: list[Row[tuple[str, str, str]]] = []
+            for row in await session.execute(query):
+                if held.get(row.webhook_id, 0) < MAX_HELD_PER_ENDPOINT:
+                    held[row.webhook_id] = held.get(row.webhook_id, 0) + 1
+                    picked.append(row)
             return await self._lease(session, now, picked), routed
 
     async def _lease(
-        self, session: AsyncSession, now: datetime, picked: list[WebhookDelivery]
+        self, session: AsyncSession, now: datetime, picked: Sequence[Row[tuple[str, str, str]]]
     ) -> list[_Claimed]:
-        """Leases `picked` (in the caller's transaction) with their endpoints and events."""
+        """Leases `picked` (in the caller's transaction); each with its endpoint and event."""
         if not picked:
             return []
         lease = now + timedelta(seconds=self.settings.webhook_lease_s)
-        for delivery in picked:
-            delivery.leased_until = lease
-        webhook_ids = {delivery.webhook_id for delivery in picked}
-        event_ids = {delivery.event_id for delivery in picked}
+        await session.execute(
+            sa.update(_DELIVERIES)
+            .where(_DELIVERIES.c.id.in_([row.id for row in picked]))
+            .values(leased_until=lease)
+        )
+        webhook_ids = {row.webhook_id for row in picked}
         webhooks = {
             webhook.id: webhook
             for webhook in (
@@ -273,14 +286,20 @@ class DeliveryWorker:
         }
         events = {
             event.id: event
-            for event in (
-                await session.execute(select(Event).where(col(Event.id).in_(event_ids)))
-            ).scalars()
+            for event in await session.execute(
+                select(
+                    _EVENTS.c.id,
+                    _EVENTS.c.type,
+                    _EVENTS.c.created_at,
+                    _EVENTS.c.project_id,
+                    _EVENTS.c.data,
+                ).where(_EVENTS.c.id.in_({row.event_id for row in picked}))
+            )
         }
         return [
-            _Claimed(delivery, webhooks[delivery.webhook_id], events.get(delivery.event_id), lease)
-            for delivery in picked
-            if delivery.webhook_id in webhooks
+            _Claimed(row.id, webhooks[row.webhook_id], events.get(row.event_id), lease)
+            for row in picked
+            if row.webhook_id in webhooks
         ]
 
     # Sending ---------------------------------------------------------------------------------
@@ -351,7 +370,7 @@ class DeliveryWorker:
             try:
                 await record_attempts(
                     self.db,
-                    [(claimed.delivery.id, result) for claimed, result in batch],
+                    [(claimed.delivery_id, result) for claimed, result in batch],
                     self.clock(),
                     self.random,
                 )
@@ -437,8 +456,6 @@ async def record_attempts(
             await session.execute(_ATTEMPTS.insert(), tries)
 
 
-_DELIVERIES = WebhookDelivery.metadata.tables["webhook_deliveries"]
-_ATTEMPTS = WebhookAttempt.metadata.tables["webhook_attempts"]
 _SETTLE = (
     sa.update(_DELIVERIES)
     .where(_DELIVERIES.c.id == sa.bindparam("b_id"))
