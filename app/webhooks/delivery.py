@@ -218,6 +218,8 @@ class DeliveryWorker:
         nothing when it is not pending or another send of it is under way."""
         now = self.clock()
         query = self._claimable(now).where(_DELIVERIES.c.id == delivery_id)
+        if not self.db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)  # another instance may be claiming it
         async with self.db.transaction() as session:
             claimed = await self._lease(session, now, list(await session.execute(query)))
         for one in claimed:
