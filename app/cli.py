@@ -177,6 +177,27 @@ def project_list(settings: Settings) -> None:
 @click.option(
     "--allow-domain", "domains", multiple=True, help="A link domain of the project's own."
 )
+@click.option(
+    "--credits-low-threshold",
+    metavar="USDC|off",
+    help="Record credits.low when the balance falls below this (e.g. 5.00); `off` stops it.",
+)
+@click.option(
+    "--recipient-per-hour",
+    metavar="N|off",
+    help="At most N messages of the project to one number per hour; `off` lifts the cap.",
+)
+@click.option(
+    "--recipient-per-day",
+    metavar="N|off",
+    help="At most N messages of the project to one number per day; `off` lifts the cap.",
+)
+@click.option(
+    "--allow-high-cost/--no-allow-high-cost",
+    "allow_high_cost",
+    default=None,
+    help="Whether premium-rate, shared-cost and UAN numbers may be sent to.",
+)
 @click.pass_obj
 def project_policy(
     settings: Settings,
@@ -185,10 +206,28 @@ def project_policy(
     allowed: tuple[str, ...],
     denied: tuple[str, ...],
     domains: tuple[str, ...],
+    credits_low_threshold: str | None,
+    recipient_per_hour: str | None,
+    recipient_per_day: str | None,
+    allow_high_cost: bool | None,
 ) -> None:
     """Set a project's sending policy (each option replaces that part when given)."""
-    from app.services.projects import set_policy
+    from app.domain.pricing import format_usdc, parse_usdc
+    from app.services.projects import Keep, set_policy
 
+    def optional(text: str | None, parse: Callable[[str], int], name: str) -> int | None | Keep:
+        if text is None:
+            return Keep.KEEP
+        if text.strip().lower() == "off":
+            return None
+        try:
+            return parse(text.strip())
+        except (ValueError, SimwireError):
+            raise click.BadParameter(f"{text!r} is not a value for {name}") from None
+
+    threshold = optional(credits_low_threshold, parse_usdc, "--credits-low-threshold")
+    per_hour = optional(recipient_per_hour, int, "--recipient-per-hour")
+    per_day = optional(recipient_per_day, int, "--recipient-per-day")
     policy = _run(
         settings,
         lambda db: set_policy(
@@ -198,12 +237,52 @@ def project_policy(
             list(allowed) or None,
             list(denied) or None,
             list(domains) or None,
+            credits_low_threshold_atomic=threshold,
+            recipient_per_hour=per_hour,
+            recipient_per_day=per_day,
+            allow_high_cost_destinations=allow_high_cost,
         ),
     )
+    low = policy.credits_low_threshold_atomic
     click.echo(
         f"region={policy.default_region} allowed={','.join(policy.allowed_categories)} "
-        f"denied_terms={len(policy.blocked_terms)} domains={','.join(policy.allowed_domains)}"
+        f"denied_terms={len(policy.blocked_terms)} domains={','.join(policy.allowed_domains)} "
+        f"credits_low={format_usdc(low) if low is not None else 'off'} "
+        f"recipient_per_hour={policy.recipient_per_hour or 'off'} "
+        f"recipient_per_day={policy.recipient_per_day or 'off'} "
+        f"high_cost={'allowed' if policy.allow_high_cost_destinations else 'refused'}"
     )
+
+
+@main.group()
+def suppressions() -> None:
+    """A project's suppression list: numbers it never sends to."""
+
+
+@suppressions.command("import")
+@click.argument("project_id")
+@click.argument("csv_path", metavar="FILE")
+@click.pass_obj
+def suppressions_import(settings: Settings, project_id: str, csv_path: str) -> None:
+    """Add the numbers of a CSV FILE (a `number` column, an optional `reason`: opt_out, manual
+    or bounced; national numbers in the project's default region) to PROJECT_ID's list; queued
+    messages to them are canceled and refunded. Prints each line not imported, and the counts."""
+    from pathlib import Path
+
+    from app.domain.errors import InvalidInput
+    from app.services.suppressions import import_csv
+
+    async def use_case(db: Database) -> Any:
+        try:
+            text = Path(csv_path).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"cannot read {csv_path}: {exc}") from None
+        return await import_csv(db, settings, project_id, text)
+
+    report = _run(settings, use_case)
+    for line, why in report.invalid:
+        click.echo(f"line {line}: {why}", err=True)
+    click.echo(f"imported={report.imported} skipped={report.skipped} invalid={len(report.invalid)}")
 
 
 @main.group()

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     facilitator_url: str | None = None
     confirmations: int = 1
     max_paid_recipients: int = 10
+    # The automatic answer to an opt-out keyword (STOP), sent once, free, from the SIM that got
+    # it; HELP is then answered with a fixed text naming STOP. Empty: no automatic replies.
+    opt_out_reply: str = Field(default="", max_length=320)
     # The legacy x402 v1 network name (`base`, `base-sepolia`); known chains get theirs.
     chain_v1_name: str | None = None
     # The project whose phones deliver anonymous paid messages (default: project "x402" in
@@ -100,6 +103,12 @@ class Settings(BaseSettings):
     rate_limit_phone_frames_burst: int = 500
     rate_limit_inbound_per_minute: int = 60
     rate_limit_inbound_burst: int = 300
+    # Against SMS bombing and pumping (docs/safety.md): pay-per-call messages one destination
+    # number may get per hour and per day from all wallets together, and the sends one paying
+    # wallet may make per hour. Off with `rate_limits` too.
+    paid_recipient_per_hour: int = Field(default=5, ge=1)
+    paid_recipient_per_day: int = Field(default=20, ge=1)
+    payer_sends_per_hour: int = Field(default=30, ge=1)
     # Addresses or CIDRs of the reverse proxies whose X-Forwarded-For is believed; empty: the
     # socket peer is the client. A JSON list or comma-separated.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -20,6 +20,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.agent_docs import AGENT_DOC_ROUTES, ErrorDocsMiddleware
 from app.api.controllers.accounts import AuthController, UserProjectController
 from app.api.controllers.agents import AgentKeyController, AgentOnboardingController
+from app.api.controllers.consent import PolicyController, SuppressionController
 from app.api.controllers.devices import (
     DeviceController,
     inbound_batch,
@@ -156,6 +157,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             list_messages,
             list_events_route,
             WebhookController,
+            SuppressionController,
+            PolicyController,
             AuthController,
             UserProjectController,
             AgentOnboardingController,

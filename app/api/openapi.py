@@ -47,10 +47,12 @@ _ERROR_DESCRIPTIONS = {
     "email already registered, an agent already registered, claimed or past its claim)",
     413: "The request body is larger than this server accepts (`body_too_large`)",
     422: "Refused: blocked destination or content (`emergency_number_blocked`, "
-    "`content_blocked`, …), an unverifiable payment, or account and claim input refused for what "
+    "`destination_not_allowed`, `recipient_opted_out`, `content_blocked`, …), an unverifiable "
+    "payment, or account and claim input refused for what "
     "it says (`invite_required`, `invalid_invite`, `weak_password`, "
     "`invalid_verification_code`, `name_taken`)",
-    429: "Rate limited (`rate_limited`); `Retry-After` says when to try again",
+    429: "Rate limited (`rate_limited`; on sends also `recipient_rate_limited`, "
+    "`payer_rate_limited`); `Retry-After` says when to try again",
     503: "A dependency (database or chain) is unavailable (`unavailable`)",
 }
 

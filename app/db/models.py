@@ -142,6 +142,8 @@ class MessageRequest(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("project_id", "idempotency_key", name="uq_requests_idempotency"),
         _partial_index("ix_requests_replay_retention", "created_at", REPLAYABLE_REQUEST),
+        # A paying wallet's sends in the last hour (app/services/send_limits.py).
+        sa.Index("ix_requests_payer_created", "payer", "created_at"),
     )
 
     seq: int | None = Field(default=None, primary_key=True)
@@ -167,6 +169,8 @@ class Message(SQLModel, table=True):
         sa.UniqueConstraint("device_id", "phone_message_id", name="uq_messages_phone_id"),
         sa.Index("ix_messages_dispatch", "project_id", "status", "seq"),
         sa.Index("ix_messages_sim_window", "sim_id", "dispatched_at"),
+        # What one number got in the last day (app/services/send_limits.py).
+        sa.Index("ix_messages_to_created", "to_number", "created_at"),
         _partial_index("ix_messages_body_retention", "created_at", HAS_BODY),
         _partial_index("ix_messages_dedupe_retention", "created_at", HAS_DEDUPE_ID),
     )
@@ -260,6 +264,13 @@ class ProjectPolicy(SQLModel, table=True):
     allowed_domains: list[str] = Field(default_factory=list, sa_type=sa.JSON)
     credits_low_threshold_atomic: int | None = Field(default=None, sa_type=sa.BigInteger)
     """`credits.low` is recorded when the balance falls below this (None: never)."""
+    recipient_per_hour: int | None = None
+    """At most this many messages of the project to one number per hour (None: no limit)."""
+    recipient_per_day: int | None = None
+    allow_high_cost_destinations: bool = Field(
+        default=False, sa_column_kwargs={"server_default": sa.false()}
+    )
+    """Whether premium-rate, shared-cost and UAN numbers may be sent to."""
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
@@ -530,3 +541,19 @@ class AgentRegistration(SQLModel, table=True):
     organization_id: str | None = Field(default=None, max_length=40)
     project_id: str | None = Field(default=None, max_length=40, index=True)
     key_id: str | None = Field(default=None, max_length=40)
+
+
+class Suppression(SQLModel, table=True):
+    """A number a project must not send to: it answered an opt-out keyword (`opt_out`), the
+    project put it on its list (`manual`), or it could not be reached (`bounced`)."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "number", name="uq_suppressions_project_number"),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    project_id: str = Field(max_length=40, foreign_key="projects.id")
+    number: str = Field(max_length=64)
+    reason: str = Field(max_length=16)
+    created_at: datetime = Field(sa_type=UTCDateTime)

@@ -74,6 +74,34 @@ class ContentBlocked(Blocked):
         )
 
 
+class RecipientOptedOut(Blocked):
+    """A destination suppressed for the sending project (it answered STOP, or was added to the
+    project's suppression list): refused before any charge."""
+
+    code = "recipient_opted_out"
+
+    def __init__(self, numbers: list[str]) -> None:
+        super().__init__(
+            f"{', '.join(numbers)} opted out of this project's messages (or is on its "
+            "suppression list); nothing was charged or queued",
+            numbers=numbers,
+        )
+
+
+class DestinationNotAllowed(Blocked):
+    """A premium-rate, shared-cost or UAN destination, which costs more than an SMS should."""
+
+    code = "destination_not_allowed"
+
+    def __init__(self, number: str, kind: str) -> None:
+        super().__init__(
+            f"{number} is a {kind.replace('_', '-')} number; Simwire does not send to such "
+            "numbers unless the project's policy allows them (allow_high_cost_destinations)",
+            number=number,
+            kind=kind,
+        )
+
+
 class NotFound(SimwireError):
     code = "not_found"
 
@@ -124,6 +152,30 @@ class RateLimited(SimwireError):
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message, retry_after_s=retry_after_s)
+
+
+class RecipientRateLimited(RateLimited):
+    code = "recipient_rate_limited"
+
+    def __init__(self, number: str, limit: int, window: str, retry_after_s: int) -> None:
+        super().__init__(
+            f"{number} already got {limit} messages in the last {window}, the most this "
+            f"server sends it; nothing was charged. Try again in {retry_after_s} s",
+            retry_after_s,
+        )
+        self.details.update(number=number, limit=limit, window=window)
+
+
+class PayerRateLimited(RateLimited):
+    code = "payer_rate_limited"
+
+    def __init__(self, payer: str, limit: int, window: str, retry_after_s: int) -> None:
+        super().__init__(
+            f"wallet {payer} already paid for {limit} sends in the last {window}, the most "
+            f"one wallet may; nothing was charged. Try again in {retry_after_s} s",
+            retry_after_s,
+        )
+        self.details.update(payer=payer, limit=limit, window=window)
 
 
 class Unavailable(SimwireError):

@@ -575,8 +575,11 @@ class Hub:
                     report_index.append(index)
                     reports.append(_report(device, frame))
             outcomes = await outbound.apply_reports(session, reports)
-            await store_inbound_many(
-                session, inbound, dialect="sqlite" if self.db.is_sqlite else "postgresql"
+            replied = await store_inbound_many(
+                session,
+                inbound,
+                dialect="sqlite" if self.db.is_sqlite else "postgresql",
+                settings=self.settings,
             )
             if reports or inbound:
                 crash_point(CRASH_BEFORE_REPORTS_COMMIT)
@@ -590,6 +593,8 @@ class Hub:
                 answers[index].append(protocol.frame("inbound_ack", id=frame.message.id))
         for project_id in {item.project_id for item in inbound}:
             self.notify_inbound(project_id)
+        for project_id in replied:  # automatic consent replies were queued
+            await self.notify_queued(project_id)
         for index, report, outcome in zip(report_index, reports, outcomes, strict=True):
             connection = batch[index][0]
             answers[index] = self._answer(connection, report, outcome)

@@ -1,5 +1,6 @@
 """Inbound SMS from phones: stored once per (device, phone-side id), as reported, each linked
-to the message it answers (`in_reply_to`) and recorded with `message.received`."""
+to the message it answers (`in_reply_to`) and recorded with `message.received`; a consent
+keyword (STOP, START, HELP) is acted on in the same transaction (app/services/consent.py)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from app.domain.errors import SimwireError
 from app.domain.numbers import same_number, same_number_candidates
 from app.domain.segments import plan_segments
 from app.domain.text import storable
-from app.services import outbox
+from app.services import consent, outbox
 from app.services.ids import new_id, utcnow
 from app.services.views import MessageRecord
+from app.settings import Settings
 
 # A reply answers the latest message its sender got from the project on that SIM this long ago
 # at most (DESIGN §9).
@@ -49,8 +51,11 @@ def _encoding_of(body: str) -> tuple[str, int]:
     return plan.encoding, plan.segment_count
 
 
-async def store_inbound(db: Database, device: Device, sms: ReceivedSms) -> tuple[str, bool]:
-    """Stores an inbound SMS with its `in_reply_to` and `message.received`; returns (message
+async def store_inbound(
+    db: Database, device: Device, sms: ReceivedSms, settings: Settings | None = None
+) -> tuple[str, bool]:
+    """Stores an inbound SMS with its `in_reply_to` and `message.received`, and acts on a
+    consent keyword (`settings` says whether STOP and HELP are answered); returns (message
     id, whether it is new). A repeat of a phone-side id from the same device returns the first
     message's id and records nothing. NUL in the sender or body is stored as U+FFFD; the
     sender is kept to its first 64 characters."""
@@ -98,6 +103,10 @@ async def store_inbound(db: Database, device: Device, sms: ReceivedSms) -> tuple
             await session.flush()
             record = MessageRecord(message, sim.number if sim else None)
             await outbox.insert_events(session, [outbox.message_event(record, now)])
+            keyword = consent.KeywordSms(
+                device.project_id, sim.id if sim else None, message.from_number or "", body
+            )
+            await consent.apply_keywords(session, settings, [keyword], now)
         return message.id, True
     except IntegrityError:  # the same SMS arrived twice at once
         found = await _find(db, device.id, sms.phone_message_id)
@@ -128,14 +137,19 @@ class DeviceSms:
 
 
 async def store_inbound_many(
-    session: AsyncSession, items: Sequence[DeviceSms], *, dialect: str
-) -> None:
+    session: AsyncSession,
+    items: Sequence[DeviceSms],
+    *,
+    dialect: str,
+    settings: Settings | None = None,
+) -> set[str]:
     """Stores SMS from phones in the caller's transaction, each once per (device, phone-side
     id): a repeat, in the batch or of one stored before, is skipped, never an error. Stored as
     `store_inbound` stores one (`dialect`: the engine's, "sqlite" or "postgresql"); the replies
-    are linked with one query, and the events of those newly stored written with one insert."""
+    are linked with one query, and the events of those newly stored written with one insert.
+    Returns the projects an automatic consent reply was queued for (wake them after commit)."""
     if not items:
-        return
+        return set()
     slots = {(i.device_id, i.sms.sim_slot) for i in items if i.sms.sim_slot is not None}
     sims: dict[tuple[str, int], tuple[str, str | None]] = {}
     if slots:
@@ -210,6 +224,16 @@ async def store_inbound_many(
             for row in rows
             if row["id"] in stored
         ],
+    )
+    return await consent.apply_keywords(
+        session,
+        settings,
+        [
+            consent.KeywordSms(row["project_id"], row["sim_id"], row["from_number"], row["body"])
+            for row in rows
+            if row["id"] in stored
+        ],
+        now,
     )
 
 

@@ -235,6 +235,16 @@ class Keep(enum.Enum):
     KEEP = "keep"
 
 
+class InvalidPolicy(InvalidInput):
+    """A policy value that cannot be: `param` names the field."""
+
+    code = "invalid_policy"
+
+
+# A project's per-recipient limits stay in this range (None: no limit).
+MAX_RECIPIENT_LIMIT = 100_000
+
+
 async def set_policy(
     db: Database,
     project_id: str,
@@ -243,21 +253,48 @@ async def set_policy(
     blocked_terms: list[str] | None = None,
     allowed_domains: list[str] | None = None,
     credits_low_threshold_atomic: int | None | Keep = Keep.KEEP,
+    recipient_per_hour: int | None | Keep = Keep.KEEP,
+    recipient_per_day: int | None | Keep = Keep.KEEP,
+    allow_high_cost_destinations: bool | None = None,
 ) -> ProjectPolicy:
     """Replaces the given parts of a project's sending policy (None leaves a part as it is).
-    `credits_low_threshold_atomic` (USDC atomic units, >= 0) is the balance below which a
-    charge records `credits.low`; None turns that off, `Keep.KEEP` leaves it. InvalidInput
-    for a negative threshold or a category that can never be allowed."""
+    `default_region` is a two-letter region ("" clears it). `credits_low_threshold_atomic`
+    (USDC atomic units, >= 0) is the balance below which a charge records `credits.low`;
+    `recipient_per_hour` / `recipient_per_day` (1 to 100,000) cap the project's messages to one
+    number; for these three None turns the part off and `Keep.KEEP` leaves it.
+    `allow_high_cost_destinations` lets premium-rate, shared-cost and UAN numbers through.
+    InvalidPolicy (400, with `param`) for a value out of range or a category that can never be
+    allowed."""
     forbidden = sorted(set(allowed_categories or ()) & set(ALWAYS_BLOCKED))
     if forbidden:
-        raise InvalidInput(f"these categories can never be allowed: {', '.join(forbidden)}")
+        raise InvalidPolicy(
+            f"these categories can never be allowed: {', '.join(forbidden)}",
+            param="allowed_categories",
+        )
+    if default_region and not (
+        len(default_region) == 2 and default_region.isascii() and default_region.isalpha()
+    ):
+        raise InvalidPolicy(
+            "`default_region` must be a two-letter ISO region such as US", param="default_region"
+        )
     if isinstance(credits_low_threshold_atomic, int) and (
         isinstance(credits_low_threshold_atomic, bool) or credits_low_threshold_atomic < 0
     ):
-        raise InvalidInput(
+        raise InvalidPolicy(
             "`credits_low_threshold_atomic` must be an integer of at least 0, or null",
             param="credits_low_threshold_atomic",
         )
+    for name, limit in (
+        ("recipient_per_hour", recipient_per_hour),
+        ("recipient_per_day", recipient_per_day),
+    ):
+        if isinstance(limit, int) and (
+            isinstance(limit, bool) or not 1 <= limit <= MAX_RECIPIENT_LIMIT
+        ):
+            raise InvalidPolicy(
+                f"`{name}` must be an integer from 1 to {MAX_RECIPIENT_LIMIT}, or null",
+                param=name,
+            )
     async with db.transaction() as session:
         if await ProjectRepository(session).get_project(project_id) is None:
             raise NotFound(f"project {project_id!r} not found")
@@ -279,8 +316,27 @@ async def set_policy(
             policy.allowed_domains = [d.lower() for d in allowed_domains]
         if credits_low_threshold_atomic is not Keep.KEEP:
             policy.credits_low_threshold_atomic = credits_low_threshold_atomic
+        if recipient_per_hour is not Keep.KEEP:
+            policy.recipient_per_hour = recipient_per_hour
+        if recipient_per_day is not Keep.KEEP:
+            policy.recipient_per_day = recipient_per_day
+        if allow_high_cost_destinations is not None:
+            policy.allow_high_cost_destinations = allow_high_cost_destinations
         policy.updated_at = utcnow()
         change = {"project_id": project_id}
         await access_cache.announce(session, db, change)
     access_cache.forget(db, change)
+    return policy
+
+
+async def get_policy(db: Database, project_id: str) -> ProjectPolicy:
+    """The project's policy as stored, or the defaults when it never set one."""
+    async with db.reading() as session:
+        policy = (
+            await session.execute(
+                select(ProjectPolicy).where(col(ProjectPolicy.project_id) == project_id)
+            )
+        ).scalar_one_or_none()
+    if policy is None:
+        return ProjectPolicy(project_id=project_id, updated_at=utcnow())
     return policy

@@ -15,9 +15,11 @@ from sqlmodel import col
 from app.db.engine import Database
 from app.db.models import ProjectPolicy, StoredQuote
 from app.domain import numbers, pricing, safety, segments
+from app.domain.destinations import high_cost_kind
 from app.domain.errors import (
     Blocked,
     ContentBlocked,
+    DestinationNotAllowed,
     InvalidBody,
     SimwireError,
     TooManyRecipients,
@@ -86,6 +88,10 @@ class SendPolicy:
     price_table: pricing.PriceTable
     safety: safety.SafetyPolicy
     default_region: str | None
+    allow_high_cost_destinations: bool = False
+    recipient_per_hour: int | None = None
+    """At most this many messages of the project to one number per hour (None: no limit)."""
+    recipient_per_day: int | None = None
 
 
 def price_table_from(settings: Settings) -> pricing.PriceTable:
@@ -119,6 +125,9 @@ async def policy_for(db: Database, settings: Settings, project_id: str | None) -
                     col(ProjectPolicy.blocked_terms),
                     col(ProjectPolicy.allowed_domains),
                     col(ProjectPolicy.default_region),
+                    col(ProjectPolicy.allow_high_cost_destinations),
+                    col(ProjectPolicy.recipient_per_hour),
+                    col(ProjectPolicy.recipient_per_day),
                 ).where(col(ProjectPolicy.project_id) == project_id)
             )
         ).one_or_none()
@@ -133,6 +142,9 @@ async def policy_for(db: Database, settings: Settings, project_id: str | None) -
                 allowed_domains=tuple(row.allowed_domains),
             ),
             row.default_region or settings.default_region,
+            bool(row.allow_high_cost_destinations),
+            row.recipient_per_hour,
+            row.recipient_per_day,
         )
     if cache.generation == generation:
         cache.policies.put(project_id, policy)
@@ -143,7 +155,9 @@ def prepare(
     drafts: Sequence[Draft], policy: SendPolicy, region: str | None, max_recipients: int
 ) -> PreparedSend:
     """Validates, screens, plans and prices. Invalid input raises (400); blocked destinations
-    and content are collected (the first one is `blocking_error`, 422) so a quote can show all."""
+    (emergency numbers; premium-rate, shared-cost and UAN numbers unless the policy allows
+    them) and content are collected (the first one is `blocking_error`, 422) so a quote can
+    show all."""
     if not drafts:
         raise InvalidBody("give at least one recipient in `to`")
     if len(drafts) > max_recipients:
@@ -166,6 +180,12 @@ def prepare(
         except Blocked as exc:
             blocked.append(BlockedItem(exc.code, exc.message, to=draft.to))
             first_block = first_block or exc
+            continue
+        kind = None if policy.allow_high_cost_destinations else high_cost_kind(destination.e164)
+        if kind is not None:
+            refused = DestinationNotAllowed(destination.e164, kind)
+            blocked.append(BlockedItem(refused.code, refused.message, to=destination.e164))
+            first_block = first_block or refused
             continue
         screen = screens[draft.body]
         if screen.blocked:

@@ -4,10 +4,12 @@ transaction; an Idempotency-Key replays the first answer instead of charging aga
 Sends are group-committed (`GroupCommit`): the requests that arrive while one transaction is
 being written go into the next one together, and each is answered only after that commit.
 Each request stays all-or-nothing inside the batch: its charge is the conditional
-`balance >= cost` update, and a request that is short of credit, or whose Idempotency-Key was
-taken, writes nothing and fails alone while the others commit. The batch's events
-(`message.queued` for each message, `credits.low` for a charge that crossed its project's
-threshold) are written with one insert in the same transaction."""
+`balance >= cost` update, and a request that is short of credit, whose Idempotency-Key was
+taken, that names a number suppressed for its project (`recipient_opted_out`), or that would
+take a number past its project's per-recipient limit, writes nothing and fails alone while the
+others commit. Suppressions and those limits are read with one statement each per batch. The
+batch's events (`message.queued` for each message, `credits.low` for a charge that crossed its
+project's threshold) are written with one insert in the same transaction."""
 
 from __future__ import annotations
 
@@ -28,9 +30,10 @@ from sqlmodel import col
 from app.db.engine import Database
 from app.db.models import CreditAccount, LedgerEntry, Message, MessageRequest, ProjectPolicy
 from app.domain import ledger, statuses
-from app.domain.errors import Conflict, InsufficientCredits
+from app.domain.errors import Conflict, InsufficientCredits, RecipientOptedOut, SimwireError
+from app.domain.send_limits import DAY_S, HOUR_S, Usage, Window, windows
 from app.faults import crash_point
-from app.services import outbox, quoting
+from app.services import outbox, quoting, send_limits, suppressions
 from app.services.ids import new_id, utcnow
 from app.services.quote_terms import prepared_terms
 from app.settings import Settings
@@ -143,6 +146,8 @@ async def send_with_credits(
     prepared = quoting.prepare(drafts, policy, options.region, MAX_CREDIT_RECIPIENTS)
     prepared.raise_if_blocked()
     send = _pending_send(project_id, prepared, options, fingerprint, settings)
+    if settings.rate_limits:
+        send.recipient_limits = windows(policy.recipient_per_hour, policy.recipient_per_day)
     return await group_commit(db).submit(send, notifier)
 
 
@@ -169,6 +174,12 @@ class PendingSend:
     future: asyncio.Future[dict[str, Any]] | None = None
     notifier: QueueNotifier | None = None
     ledger_row: dict[str, Any] | None = field(default=None)
+    recipient_limits: tuple[Window, ...] = ()
+    """The project's per-recipient limits (none while `rate_limits` is off)."""
+
+    @property
+    def recipients(self) -> list[str]:
+        return [row["to_number"] for row in self.message_rows]
 
 
 def _pending_send(
@@ -339,6 +350,7 @@ class GroupCommit:
         outcomes: list[dict[str, Any] | Exception | None] = [None] * len(batch)
         async with self.db.engine.begin() as conn:
             await _claim_idempotency_keys(conn, batch, outcomes)
+            await _screen_recipients(conn, batch, outcomes)
             low = await _charge(conn, batch, outcomes)
             admitted = [s for s, o in zip(batch, outcomes, strict=True) if o is None]
             if admitted:
@@ -385,6 +397,54 @@ async def _claim_idempotency_keys(
             outcomes[n] = _replayed(previous, send.key, send.fingerprint)
         except Conflict as conflict:
             outcomes[n] = conflict
+
+
+async def _screen_recipients(
+    conn: AsyncConnection,
+    batch: list[PendingSend],
+    outcomes: list[dict[str, Any] | Exception | None],
+) -> None:
+    """Refuses, before any charge, the requests naming a number suppressed for their project
+    (one statement for the batch), then those that would pass their project's per-recipient
+    limit (one more, only when a project of the batch has one), counting the batch's earlier
+    requests as sent."""
+    live = [n for n, outcome in enumerate(outcomes) if outcome is None]
+    suppressed = await suppressions.suppressed_among(
+        conn, {(batch[n].project_id, to) for n in live for to in batch[n].recipients}
+    )
+    for n in live:
+        send = batch[n]
+        opted_out = sorted({to for to in send.recipients if (send.project_id, to) in suppressed})
+        if opted_out:
+            outcomes[n] = RecipientOptedOut(opted_out)
+    limited = [n for n in live if outcomes[n] is None and batch[n].recipient_limits]
+    if not limited:
+        return
+    now = utcnow()
+    usage = await send_limits.recipient_usage(
+        conn,
+        {to for n in limited for to in batch[n].recipients},
+        now,
+        project_ids={batch[n].project_id for n in limited},
+    )
+    for n in limited:
+        send = batch[n]
+        mine = {to: usage.get((send.project_id, to), {}) for to in set(send.recipients)}
+        try:
+            send_limits.check_recipients(send.recipient_limits, send.recipients, mine, now)
+        except SimwireError as exc:
+            outcomes[n] = exc
+            continue
+        for to in send.recipients:  # the next requests of the batch see these as sent
+            usage[(send.project_id, to)] = {
+                seconds: Usage(used.count + 1, used.oldest or now)
+                for seconds, used in _windows_of(usage.get((send.project_id, to))).items()
+            }
+
+
+def _windows_of(used: dict[int, Usage] | None) -> dict[int, Usage]:
+    empty = Usage(0, None)
+    return {seconds: (used or {}).get(seconds, empty) for seconds in (HOUR_S, DAY_S)}
 
 
 async def _charge(

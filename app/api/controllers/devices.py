@@ -23,6 +23,7 @@ from app.api.openapi import (
 from app.api.schemas import Name
 from app.db.engine import Database
 from app.db.models import Device, Sim
+from app.domain.consent import consent_keyword
 from app.domain.errors import InvalidInput, RateLimited, Unauthorized
 from app.hub.hub import Hub
 from app.hub.protocol import InboundSms, ms_to_datetime
@@ -207,7 +208,11 @@ def _device_token(request: Request[Any, Any, Any]) -> str:
     responses=error_responses(400, 401, 413),
 )
 async def inbound_batch(
-    request: Request[Any, Any, Any], db: Database, hub: Hub, data: InboundBatchIn
+    request: Request[Any, Any, Any],
+    db: Database,
+    hub: Hub,
+    settings: Settings,
+    data: InboundBatchIn,
 ) -> InboundBatchOut:
     """For phones without a socket: store each SMS once; `acked` lists the ids the phone may
     now forget. Past the device's inbound budget only the first ones are stored and acked (the
@@ -227,9 +232,12 @@ async def inbound_batch(
             db,
             device,
             ReceivedSms(sms.id, sms.address, sms.body, ms_to_datetime(sms.date), sms.sim_slot),
+            settings,
         )
         stored += int(new)
         if new:
             hub.notify_inbound(device.project_id)
+            if settings.opt_out_reply and consent_keyword(sms.body) is not None:
+                await hub.notify_queued(device.project_id)  # its automatic reply may wait
         acked.append(sms.id)
     return InboundBatchOut(acked=acked, stored=stored)

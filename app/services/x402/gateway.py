@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,14 +20,14 @@ from app.db.engine import Database
 from app.db.models import Payment, StoredQuote
 from app.db.repositories.payments import PaymentRepository
 from app.domain import pricing
-from app.domain.errors import InvalidInput
+from app.domain.errors import InvalidInput, RecipientOptedOut
 from app.logs import get_logger
 from app.payments import wire
 from app.payments.eip191 import recover_text_signer
 from app.payments.eip3009 import CLOCK_SKEW_S, verify_authorization
 from app.payments.errors import ChainUnavailable, PaymentInvalid, SettlementFailed
 from app.payments.networks import NetworkConfig
-from app.services import callbacks, quoting, sending
+from app.services import callbacks, quoting, send_limits, sending, suppressions
 from app.services.ids import new_id, utcnow
 from app.services.x402 import offers, orders
 from app.services.x402.common import (
@@ -70,6 +70,8 @@ class _Purchase:
     body_sha256: str
     order: dict[str, Any]
     matches: Callable[[StoredQuote], None]
+    screen: Callable[[str], Awaitable[None]] | None = None
+    """Checks a new authorization's payer may buy this (limits), before it is verified."""
 
 
 @dataclass
@@ -115,11 +117,18 @@ class X402Gateway:
             callback = await callbacks.callback_order(
                 self.settings, options.callback_url, request_id
             )
+        project_id = await x402_project_id(self.db, self.settings)
+        recipients = [item.to for item in prepared.items]
+
+        async def screen(payer: str | None) -> None:
+            await self._screen_recipients(project_id, recipients, payer)
+
         if not presented.present:
+            hint = presented.payer_hint
+            await screen(hint.strip() if hint and hint.strip() else None)
             raise await offers.send_offer(
                 self.db, self.settings, self.network, prepared, presented.payer_hint, resource_url
             )
-        project_id = await x402_project_id(self.db, self.settings)
         order = orders.send_order(
             project_id,
             request_id,
@@ -135,11 +144,25 @@ class X402Gateway:
                 body_sha256=quoting.content_sha256(prepared.items),
                 order=order,
                 matches=lambda quote: check_send_quote(quote, prepared),
+                screen=screen,
             ),
         )
         if result.status_code != 202:
             return result
         return replace(result, body=callbacks.with_callback_secret(result.body, self.settings))
+
+    async def _screen_recipients(
+        self, project_id: str, recipients: list[str], payer: str | None
+    ) -> None:
+        """Before any payment is asked for or taken: numbers suppressed for the x402 project
+        (422 `recipient_opted_out`), then the per-recipient and per-wallet limits (429)."""
+        async with self.db.reading() as session:
+            suppressed = await suppressions.suppressed_among(
+                session, {(project_id, to) for to in recipients}
+            )
+        if suppressed:
+            raise RecipientOptedOut(sorted({number for _, number in suppressed}))
+        await send_limits.check_paid_send(self.db, self.settings, recipients, payer)
 
     # ----------------------------------------------------------------------- top-ups
 
@@ -224,6 +247,8 @@ class X402Gateway:
             return await self._answer_again(held, header, payment, purchase)
         if prior is not None:
             return await self._answer_identified(prior, payment, purchase)
+        if purchase.screen is not None:  # a new payment: refused before it is taken
+            await purchase.screen(payer)
         purchase.matches(quote)
         check_quote_usable(quote, utcnow())
         requirement = self.settlements.requirement(quote.total_atomic - quote.credit_atomic)

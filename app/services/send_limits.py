@@ -1,0 +1,134 @@
+"""Counting for the send limits of app/domain/send_limits.py, from what was sent: a number's
+outbound messages of the last day (`ix_messages_to_created`), a wallet's paid requests of the
+last hour (`ix_requests_payer_created`). One statement for all the numbers of a request or a
+batch; nothing is counted in memory, so every instance sees the same figures."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy import case, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlmodel import col
+
+from app.db.engine import Database
+from app.db.models import Message, MessageRequest
+from app.db.types import UTCDateTime
+from app.domain.errors import PayerRateLimited, RecipientRateLimited
+from app.domain.send_limits import DAY_S, HOUR_S, Usage, Window, first_exceeded, windows
+from app.services.ids import utcnow
+from app.settings import Settings
+
+Executor = AsyncConnection | AsyncSession
+X402_BILLING = "x402"
+
+
+async def recipient_usage(
+    executor: Executor,
+    to_numbers: Iterable[str],
+    now: datetime,
+    *,
+    project_ids: Iterable[str] | None = None,
+    billing: str | None = None,
+) -> dict[tuple[str | None, str], dict[int, Usage]]:
+    """For each number, its outbound messages of the last hour and of the last day, keyed by
+    (project id, number) when `project_ids` is given (their own messages only), else by
+    (None, number) over every project; `billing` narrows to one kind (`x402`)."""
+    wanted = sorted(set(to_numbers))
+    if not wanted:
+        return {}
+    hour_start = now - timedelta(seconds=HOUR_S)
+    in_hour = col(Message.created_at) >= hour_start
+    conditions = [
+        col(Message.to_number).in_(wanted),
+        col(Message.created_at) >= now - timedelta(days=1),
+        col(Message.direction) == "out",
+    ]
+    keys = [col(Message.to_number)]
+    projects = sorted(set(project_ids)) if project_ids is not None else None
+    if projects is not None:
+        conditions.append(col(Message.project_id).in_(projects))
+        keys.insert(0, col(Message.project_id))
+    if billing is not None:
+        conditions.append(col(Message.billing) == billing)
+    rows = await executor.execute(
+        select(
+            *keys,
+            func.sum(case((in_hour, 1), else_=0)).label("hour_count"),
+            sa.type_coerce(
+                func.min(case((in_hour, col(Message.created_at)), else_=None)), UTCDateTime()
+            ).label("hour_oldest"),
+            func.count().label("day_count"),
+            sa.type_coerce(func.min(col(Message.created_at)), UTCDateTime()).label("day_oldest"),
+        )
+        .where(*conditions)
+        .group_by(*keys)
+    )
+    found: dict[tuple[str | None, str], dict[int, Usage]] = {}
+    for row in rows:
+        key = (row.project_id if projects is not None else None, row.to_number)
+        found[key] = {
+            HOUR_S: Usage(int(row.hour_count or 0), row.hour_oldest),
+            DAY_S: Usage(int(row.day_count), row.day_oldest),
+        }
+    return found
+
+
+def check_recipients(
+    limits: tuple[Window, ...],
+    to_numbers: Sequence[str],
+    usage: dict[str, dict[int, Usage]],
+    now: datetime,
+) -> None:
+    """RecipientRateLimited for the first number that these messages would take past one of
+    `limits` (`usage` by number, as `recipient_usage` counted it)."""
+    for number, adding in Counter(to_numbers).items():
+        verdict = first_exceeded(limits, usage.get(number, {}), adding, now)
+        if verdict is not None:
+            raise RecipientRateLimited(
+                number, verdict.window.limit, verdict.window.name, verdict.retry_after_s
+            )
+
+
+async def check_paid_send(
+    db: Database, settings: Settings, to_numbers: Sequence[str], payer: str | None
+) -> None:
+    """The limits of a pay-per-call send, before any payment is asked for or taken: every
+    wallet together may send one number `paid_recipient_per_hour` / `paid_recipient_per_day`
+    messages, one wallet (`payer`, when known) `payer_sends_per_hour` sends. Off with
+    `rate_limits`. Raises RecipientRateLimited or PayerRateLimited."""
+    if not settings.rate_limits:
+        return
+    now = utcnow()
+    limits = windows(settings.paid_recipient_per_hour, settings.paid_recipient_per_day)
+    async with db.reading() as session:
+        counted = await recipient_usage(session, to_numbers, now, billing=X402_BILLING)
+        check_recipients(limits, to_numbers, {n: u for (_, n), u in counted.items()}, now)
+        if payer:
+            await _check_payer(session, settings, payer.lower(), now)
+
+
+async def _check_payer(
+    session: AsyncSession, settings: Settings, payer: str, now: datetime
+) -> None:
+    row = (
+        await session.execute(
+            select(
+                func.count().label("count"),
+                sa.type_coerce(func.min(col(MessageRequest.created_at)), UTCDateTime()).label(
+                    "oldest"
+                ),
+            ).where(
+                col(MessageRequest.payer) == payer,
+                col(MessageRequest.created_at) >= now - timedelta(seconds=HOUR_S),
+                col(MessageRequest.billing) == X402_BILLING,
+            )
+        )
+    ).one()
+    window = Window(settings.payer_sends_per_hour, HOUR_S, "hour")
+    verdict = first_exceeded((window,), {HOUR_S: Usage(int(row[0]), row[1])}, 1, now)
+    if verdict is not None:
+        raise PayerRateLimited(payer, window.limit, window.name, verdict.retry_after_s)
