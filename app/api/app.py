@@ -43,6 +43,7 @@ from app.api.input_guard import InputGuardMiddleware
 from app.api.mcp import build_mcp, mcp_mount
 from app.api.openapi import COMPONENTS
 from app.api.ratelimit import RateLimitMiddleware, RequestLimits
+from app.dashboard import dashboard_router
 from app.db.engine import Database
 from app.hub.hub import Hub
 from app.hub.signals import channels_for
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             AgentKeyController,
             *WALLET_ROUTES,
             *AGENT_DOC_ROUTES,
+            dashboard_router(),
             mcp_endpoint,
         ],
         dependencies={

@@ -215,6 +215,12 @@ def _signing_key(settings: Settings) -> str:
     )
 
 
+def signing_key(settings: Settings) -> str:
+    """The key access tokens are signed with (the dashboard keys its CSRF tokens with it too);
+    Unavailable when the operator has set none."""
+    return _signing_key(settings)
+
+
 def looks_like_user_token(raw: str) -> bool:
     """A JWT (three base64url parts) rather than a `sw_…` key or token."""
     return raw.startswith("eyJ") and raw.count(".") == 2

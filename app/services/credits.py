@@ -4,8 +4,9 @@ caller's transaction. Balances never go below zero."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 from sqlmodel import col
@@ -233,6 +234,37 @@ async def project_ledger(
     more = len(rows) > limit
     rows = rows[:limit]
     return LedgerPage(account.balance_atomic, rows, rows[-1].seq if more and rows else None)
+
+
+async def spend_since(db: Database, project_id: str, *moments: datetime) -> list[int]:
+    """What the project's credit paid for messages (charges minus refunds, USDC atomic units)
+    in each window from one of `moments` until now; one query for them all."""
+    if not moments:
+        return []
+    columns = [
+        func.coalesce(
+            func.sum(
+                case(
+                    (col(LedgerEntry.created_at) >= moment, col(LedgerEntry.amount_atomic)), else_=0
+                )
+            ),
+            0,
+        )
+        for moment in moments
+    ]
+    async with db.sessions() as session:
+        row = (
+            await session.execute(
+                select(*columns)
+                .join(CreditAccount, col(CreditAccount.id) == col(LedgerEntry.account_id))
+                .where(
+                    col(CreditAccount.project_id) == project_id,
+                    col(LedgerEntry.kind).in_([ledger.CHARGE, ledger.REFUND]),
+                    col(LedgerEntry.created_at) >= min(moments),
+                )
+            )
+        ).one()
+    return [-int(value) for value in row]
 
 
 async def ledger_sum(db: Database, project_id: str) -> tuple[int, int]:

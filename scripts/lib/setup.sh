@@ -105,6 +105,13 @@ ensure_postgres_binaries() {
     fi
 }
 
+ensure_chromium() {  # the browser the dashboard's browser tests drive (Playwright, executable_path)
+    if [ ! -x /usr/bin/chromium ]; then
+        echo "Installing Chromium…" >&2
+        _apt_install chromium
+    fi
+}
+
 ensure_node_tools() {  # the local chain (anvil) and the contract compiler, from package.json
     [ -f "$ROOT/package.json" ] || return 0
     if ! command -v npm >/dev/null; then

@@ -1,0 +1,170 @@
+"""The dashboard in a real browser: headless Chromium from Debian's package (scripts/test
+installs it), driven by Playwright against a live server with a real phone client on the fake
+radio. An owner registers with an invite, signs in, pairs a phone and sees it come online,
+sends a message and sees it delivered, claims a self-registered agent with its code, and
+creates and revokes a key, all without reloading the pages that change. Screenshots of the
+main pages are kept in the test's temp dir."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from app.db.engine import Database
+from app.services import credits
+from app.settings import Settings
+from tests.support.accounts import PASSWORD, invite_code
+from tests.support.live import LiveServer, fast_settings, live_server, start_phone
+
+CHROMIUM = "/usr/bin/chromium"
+SCREEN = {"width": 1280, "height": 900}
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def server(settings: Settings, db: Database) -> AsyncIterator[LiveServer]:
+    async with live_server(fast_settings(settings), db) as running:
+        yield running
+
+
+async def _mark_page(page: Page) -> None:
+    """A value that lives only as long as this document: gone if the page reloads."""
+    await page.evaluate("window.__simwireMark = 'unreloaded'")
+
+
+async def _still_unreloaded(page: Page) -> None:
+    assert await page.evaluate("window.__simwireMark") == "unreloaded"
+
+
+async def test_an_owner_runs_a_project_from_the_dashboard(
+    browser: Browser, server: LiveServer, db: Database, tmp_path: Path
+) -> None:
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    page = await (await browser.new_context(viewport=SCREEN)).new_page()
+    page.set_default_timeout(20_000)
+    email = "owner@example.com"
+
+    # Register with an invite (owning a new organization), then create a project.
+    await page.goto(f"{server.url}/dashboard")
+    await expect(page).to_have_url(f"{server.url}/dashboard/signin?next=/dashboard")
+    await page.get_by_role("link", name="Register with an invite code").click()
+    await page.get_by_label("Your name").fill("Grace Hopper")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_label("Invite code").fill(await invite_code(db))
+    await page.get_by_role("button", name="Create account").click()
+    await expect(page).to_have_url(f"{server.url}/dashboard/projects")
+    await page.get_by_label("Name").fill("corner shop")
+    await page.get_by_role("button", name="Create project").click()
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("corner shop")
+    project_id = page.url.rsplit("/", 1)[1]
+    assert project_id.startswith("prj_")
+
+    # Sign out and back in.
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page).to_have_url(f"{server.url}/dashboard/signin")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(f"{server.url}/dashboard/p/{project_id}")
+    await credits.grant(db, project_id, 5_000_000, note="browser test")
+
+    # Pair a phone: the QR code and the token, once; then it comes online on this page.
+    await page.get_by_role("link", name="Phones").click()
+    await page.get_by_label("Name of the phone").fill("shop pixel")
+    await page.get_by_role("button", name="Pair").click()
+    qr = page.locator("#pairing-qr")
+    await expect(qr).to_be_visible()
+    assert await qr.evaluate("img => img.complete && img.naturalWidth > 100")
+    token = (await page.locator("#device-token").inner_text()).strip()
+    assert token.startswith("sw_dev_")
+    await page.screenshot(path=shots / "pairing.png", full_page=True)
+    await _mark_page(page)
+    phone = await start_phone(server, token, tmp_path / "phone")
+    try:
+        await expect(page.locator("#phone-state [data-online='true']")).to_be_visible()
+        await _still_unreloaded(page)
+
+        # Send a message and watch it reach `delivered` on its page.
+        await page.get_by_role("link", name="Send").click()
+        await page.get_by_label("To (one number").fill("+14155550123")
+        await page.get_by_label("Message").fill("Your order is ready for pickup")
+        await page.get_by_role("button", name="Send").click()
+        await expect(page.get_by_role("heading", level=1)).to_contain_text("Message msg_")
+        await _mark_page(page)
+        await expect(page.locator("#message-status [data-status='delivered']")).to_be_visible()
+        await _still_unreloaded(page)
+        assert [sent.to for sent in phone.radio.sent] == ["+14155550123"]
+
+        # The overview shows the phone online and the delivered message.
+        await page.get_by_role("link", name="Overview").click()
+        await expect(page.locator("#live [data-online='true']")).to_be_visible()
+        await expect(page.locator("#live [data-status='delivered']")).to_be_visible()
+        await page.screenshot(path=shots / "overview.png", full_page=True)
+    finally:
+        await phone.stop()
+
+    # An agent registers itself; its human claims it with the code.
+    async with httpx.AsyncClient(base_url=server.url) as api:
+        registered = await api.post(
+            "/v1/agents/register",
+            json={"name": "order-bot", "description": "Texts customers when orders ship"},
+        )
+        assert registered.status_code == 201, registered.text
+        agent = registered.json()
+        await page.goto(agent["claim_url"])
+        await expect(page.get_by_role("heading", level=1)).to_contain_text("order-bot")
+        assert await page.get_by_label("messages.read").is_checked()
+        assert await page.get_by_label("numbers.read").is_checked()
+        assert not await page.get_by_label("messages.send").is_checked()
+        await page.get_by_label("Verification code").fill(agent["verification_code"])
+        await page.get_by_label("messages.send").check()
+        await page.screenshot(path=shots / "claim.png", full_page=True)
+        await page.get_by_role("button", name="Claim").click()
+        await expect(page.locator(".ok")).to_contain_text("is claimed")
+        await expect(page.locator("table.agents")).to_contain_text("order-bot")
+        status = await api.get(
+            "/v1/agents/status", headers={"Authorization": f"Bearer {agent['api_key']}"}
+        )
+        assert status.json()["status"] == "claimed"
+        project = await api.get(
+            "/v1/project", headers={"Authorization": f"Bearer {agent['api_key']}"}
+        )
+        assert sorted(project.json()["scopes"]) == [
+            "messages.read",
+            "messages.send",
+            "numbers.read",
+        ]
+
+        # A key: created (shown once), works, revoked, stops.
+        await page.get_by_role("link", name="Keys").click()
+        await page.get_by_label("Name", exact=True).fill("reporting")
+        await page.get_by_label("messages.read").check()
+        await page.get_by_role("button", name="Create key").click()
+        raw_key = (await page.locator("#new-key").inner_text()).strip()
+        assert raw_key.startswith("sw_")
+        await page.screenshot(path=shots / "keys.png", full_page=True)
+        headers = {"Authorization": f"Bearer {raw_key}"}
+        assert (await api.get("/v1/project", headers=headers)).status_code == 200
+        await page.get_by_role("button", name="Revoke key reporting").click()
+        await expect(page.locator("table.keys")).to_contain_text("revoked")
+        assert (await api.get("/v1/project", headers=headers)).status_code == 401
+
+    for section in ("messages", "agents", "credits", "webhooks"):
+        await page.goto(f"{server.url}/dashboard/p/{project_id}/{section}")
+        await page.screenshot(path=shots / f"{section}.png", full_page=True)
+    assert len(list(shots.glob("*.png"))) == 8

@@ -1,0 +1,257 @@
+"""The dashboard's pages over HTTP on both engines (no browser): forms refuse a POST without
+their CSRF token, the session cookies are HttpOnly and SameSite=Lax (Secure over https), every
+page carries a Content-Security-Policy, a member cannot create keys, another organization's
+project is not reachable, signing out ends the session, an expired access token is refreshed,
+and none of it is in the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from litestar import Litestar
+
+from app.api.app import create_app
+from app.db.engine import Database
+from app.services import accounts, projects
+from app.settings import Settings
+from tests.support.accounts import install_clock, invite_code
+from tests.support.dashboard import csrf_of, dashboard_register, dashboard_sign_in
+
+
+@pytest.fixture
+def app(settings: Settings, db: Database) -> Litestar:
+    return create_app(settings, db)
+
+
+def _client(app: Litestar, scheme: str = "http") -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=f"{scheme}://simwire.test"
+    )
+
+
+@pytest.fixture
+async def browser(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    async with _client(app) as http:
+        yield http
+
+
+async def _owner_with_project(
+    http: httpx.AsyncClient, db: Database, email: str = "owner@example.com"
+) -> str:
+    """Registers through the dashboard (an invite owning a new organization), creates a
+    project there, and returns its id; `http` is signed in."""
+    registered = await dashboard_register(http, email, await invite_code(db))
+    assert registered.status_code == 303, registered.text
+    page = await http.get("/dashboard/projects")
+    created = await http.post(
+        "/dashboard/projects", data={"csrf_token": csrf_of(page), "name": "shop"}
+    )
+    assert created.status_code == 303, created.text
+    return created.headers["location"].rsplit("/", 1)[1]
+
+
+async def test_a_post_without_its_csrf_token_is_refused(
+    app: Litestar, browser: httpx.AsyncClient, db: Database
+) -> None:
+    project_id = await _owner_with_project(browser, db)
+    keys_page = await browser.get(f"/dashboard/p/{project_id}/keys")
+    before = len(await projects.list_keys(db, project_id))
+
+    missing = await browser.post(f"/dashboard/p/{project_id}/keys", data={"name": "k"})
+    wrong = await browser.post(
+        f"/dashboard/p/{project_id}/keys", data={"name": "k", "csrf_token": "0" * 64}
+    )
+    assert missing.status_code == wrong.status_code == 403
+    assert "csrf_refused" in missing.text
+    assert len(await projects.list_keys(db, project_id)) == before
+
+    made = await browser.post(
+        f"/dashboard/p/{project_id}/keys", data={"name": "k", "csrf_token": csrf_of(keys_page)}
+    )
+    assert made.status_code == 201
+    assert len(await projects.list_keys(db, project_id)) == before + 1
+
+    # Signed-out forms too: a sign-in posted without the cookie's token is refused.
+    async with _client(app) as stranger:
+        refused = await stranger.post(
+            "/dashboard/signin",
+            data={"email": "owner@example.com", "password": "violet-harbour-42-lanterns"},
+        )
+        assert refused.status_code == 403
+        assert "simwire_access" not in refused.headers.get("set-cookie", "")
+
+
+def _set_cookies(response: httpx.Response) -> dict[str, str]:
+    found = {}
+    for header in response.headers.get_list("set-cookie"):
+        name = header.split("=", 1)[0]
+        found[name] = header.lower()
+    return found
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_session_cookies_are_httponly_and_lax_and_secure_over_https(
+    app: Litestar, db: Database, scheme: str
+) -> None:
+    email = f"cookies-{scheme}@example.com"
+    async with _client(app, scheme) as http:
+        registered = await dashboard_register(http, email, await invite_code(db))
+        assert registered.status_code == 303
+        signed_in = await dashboard_sign_in(http, email)
+    assert signed_in.status_code == 303
+    cookies = _set_cookies(signed_in)
+    for name in ("simwire_access", "simwire_refresh"):
+        flags = [part.strip() for part in cookies[name].split(";")]
+        assert "httponly" in flags
+        assert "samesite=lax" in flags
+        assert "path=/dashboard" in flags
+        assert ("secure" in flags) == (scheme == "https")
+
+
+async def test_every_page_carries_a_content_security_policy(
+    browser: httpx.AsyncClient, db: Database
+) -> None:
+    signed_out = await browser.get("/dashboard/signin")
+    project_id = await _owner_with_project(browser, db)
+    pages = [signed_out] + [
+        await browser.get(f"/dashboard/p/{project_id}{section}")
+        for section in (
+            "",
+            "/live",
+            "/messages",
+            "/send",
+            "/phones",
+            "/keys",
+            "/agents",
+            "/webhooks",
+            "/credits",
+        )
+    ]
+    pages.append(await browser.get("/dashboard/projects"))
+    for page in pages:
+        assert page.status_code == 200, (page.url, page.text[:300])
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'self'" in policy
+        assert "unsafe-inline" not in policy
+        assert "frame-ancestors 'none'" in policy
+        assert page.headers["x-content-type-options"] == "nosniff"
+        # No inline script anywhere: every <script> has a src.
+        assert "<script>" not in page.text
+        assert all(" src=" in tag for tag in page.text.split("<script")[1:])
+    overview = pages[1]
+    assert 'href="/docs"' in overview.text and 'href="/llms.txt"' in overview.text
+    script = await browser.get("/dashboard/static/dashboard.js")
+    assert script.status_code == 200 and "data-live" in script.text
+
+
+async def test_a_member_cannot_create_keys(app: Litestar, db: Database) -> None:
+    async with _client(app) as owner:
+        project_id = await _owner_with_project(owner, db)
+    organization_id = (await projects.get_project(db, project_id)).organization_id
+    before = len(await projects.list_keys(db, project_id))
+    async with _client(app) as member:
+        joined = await dashboard_register(
+            member, "member@example.com", await invite_code(db, organization_id, "member")
+        )
+        assert joined.status_code == 303
+        overview = await member.get(f"/dashboard/p/{project_id}")
+        assert overview.status_code == 200  # members read
+        keys_page = await member.get(f"/dashboard/p/{project_id}/keys")
+        assert keys_page.status_code == 200
+        assert "owners and admins" in keys_page.text
+        refused = await member.post(
+            f"/dashboard/p/{project_id}/keys",
+            data={"name": "mine", "csrf_token": csrf_of(overview)},
+        )
+        assert refused.status_code == 403
+        paired = await member.post(
+            f"/dashboard/p/{project_id}/phones",
+            data={"name": "p", "csrf_token": csrf_of(overview)},
+        )
+        assert paired.status_code == 403
+    assert len(await projects.list_keys(db, project_id)) == before
+
+
+async def test_another_organizations_project_is_not_reachable(app: Litestar, db: Database) -> None:
+    async with _client(app) as alice:
+        alices = await _owner_with_project(alice, db, "alice@example.com")
+    async with _client(app) as bob:
+        bobs = await _owner_with_project(bob, db, "bob@example.com")
+        page = await bob.get(f"/dashboard/p/{bobs}")
+        token = csrf_of(page)
+        assert alices not in (await bob.get("/dashboard/projects")).text
+        for section in ("", "/live", "/messages", "/keys", "/phones", "/webhooks", "/credits"):
+            found = await bob.get(f"/dashboard/p/{alices}{section}")
+            assert found.status_code == 404, section
+        for action in ("/keys", "/phones", "/webhooks", "/send"):
+            posted = await bob.post(
+                f"/dashboard/p/{alices}{action}",
+                data={"csrf_token": token, "name": "x", "to": "+14155550100", "message": "hi"},
+            )
+            assert posted.status_code == 404, action
+        switched = await bob.get("/dashboard/switch", params={"project": alices})
+        assert switched.headers["location"] == "/dashboard"
+    assert len(await projects.list_keys(db, alices)) == 1  # only its first key
+
+
+async def test_signing_out_ends_the_session(browser: httpx.AsyncClient, db: Database) -> None:
+    project_id = await _owner_with_project(browser, db)
+    page = await browser.get(f"/dashboard/p/{project_id}")
+    access = browser.cookies.get("simwire_access", path="/dashboard")
+    assert access
+
+    signed_out = await browser.post("/dashboard/signout", data={"csrf_token": csrf_of(page)})
+    assert signed_out.status_code == 303
+    assert signed_out.headers["location"] == "/dashboard/signin"
+    cleared = _set_cookies(signed_out)
+    assert "max-age=0" in cleared["simwire_access"]
+
+    # The old cookies, kept by someone who copied them, no longer sign anyone in.
+    browser.cookies.set("simwire_access", access, domain="simwire.test", path="/dashboard")
+    again = await browser.get(f"/dashboard/p/{project_id}")
+    assert again.status_code == 303
+    assert again.headers["location"].startswith("/dashboard/signin")
+    api = await browser.get("/v1/auth/user", headers={"Authorization": f"Bearer {access}"})
+    assert api.status_code == 401
+
+
+async def test_an_expired_access_token_is_refreshed_once_for_concurrent_pages(
+    app: Litestar, browser: httpx.AsyncClient, db: Database, settings: Settings
+) -> None:
+    clock = install_clock(app)
+    project_id = await _owner_with_project(browser, db)
+    old_access = browser.cookies.get("simwire_access", path="/dashboard")
+    clock.advance(seconds=settings.access_token_ttl_s + 60)
+
+    # The live panel polls while a page loads: both find the expired token, one refresh.
+    first, second = await asyncio.gather(
+        browser.get(f"/dashboard/p/{project_id}"), browser.get(f"/dashboard/p/{project_id}/live")
+    )
+    assert first.status_code == second.status_code == 200
+    new_access = browser.cookies.get("simwire_access", path="/dashboard")
+    assert new_access and new_access != old_access
+    user = await accounts.authenticate_user(db, settings, new_access, clock.now)
+    assert user.user_id
+    later = await browser.get(f"/dashboard/p/{project_id}/messages")
+    assert later.status_code == 200
+
+
+async def test_signed_out_visitors_go_to_sign_in_and_come_back(
+    browser: httpx.AsyncClient, db: Database
+) -> None:
+    found = await browser.get("/dashboard/p/prj_whatever/messages")
+    assert found.status_code == 303
+    assert found.headers["location"] == "/dashboard/signin?next=/dashboard/p/prj_whatever/messages"
+    await dashboard_register(browser, "back@example.com", await invite_code(db))
+    page = await browser.get("/dashboard/signin?next=https://evil.example/")
+    assert 'name="next" value="/dashboard"' in page.text
+
+
+async def test_dashboard_routes_are_not_in_the_openapi_document(
+    browser: httpx.AsyncClient,
+) -> None:
+    document = (await browser.get("/openapi.json")).json()
+    assert not [path for path in document["paths"] if path.startswith("/dashboard")]
