@@ -94,7 +94,18 @@ _refreshes = _Refreshes()
 
 
 def is_https(request: Request[Any, Any, Any]) -> bool:
-    return request.url.scheme == "https"
+    """The browser reached us over https: directly, through a trusted proxy that says so
+    (`X-Forwarded-Proto`), or as the operator's https SIMWIRE_PUBLIC_URL declares."""
+    if request.url.scheme == "https":
+        return True
+    settings: Settings = request.app.state["settings"]
+    if (settings.public_url or "").startswith("https://"):
+        return True
+    client = request.scope.get("client")
+    peer = client[0] if client else ""
+    addresses = request.app.state["rate_limits"].addresses
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return forwarded == "https" and addresses.is_trusted(peer)
 
 
 def session_cookies(

@@ -10,10 +10,9 @@ and the claim makes the key's row (same hash, exactly those scopes) in one trans
 `agent.claimed` event. Five wrong codes lock the claim for good.
 
 The claim is an API, so any client of a signed-in user can drive it: the human's browser opens
-`claim_url` = `{public base}/dashboard/claim/{claim_token}` (the dashboard page that will read
-`GET /v1/agents/claims/{claim_token}` to show what the agent asked for, and post the form to
-`POST /v1/agents/claims/{claim_token}` `{verification_code, project_id, scopes, name?}` with the
-user's access token). Until that page exists, any HTTP client with a user token does the same.
+`claim_url` = `{public base}/dashboard/claim/{claim_token}` (app/dashboard: the page shows
+`claim_view` and its form calls `claim`, as `GET` and `POST /v1/agents/claims/{claim_token}`
+`{verification_code, project_id, scopes, name?}` do for any HTTP client with a user token).
 
 `callback_url`: checked like a webhook URL at registration; its signing secret (`whsec_…`,
 shown once in the 201) is sealed under the id its endpoint will have. Endpoints belong to a

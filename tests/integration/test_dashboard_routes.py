@@ -111,6 +111,43 @@ async def test_session_cookies_are_httponly_and_lax_and_secure_over_https(
         assert ("secure" in flags) == (scheme == "https")
 
 
+async def test_a_trusted_proxy_saying_https_makes_the_cookies_secure(
+    settings: Settings, db: Database
+) -> None:
+    behind = create_app(settings.model_copy(update={"trusted_proxies": ["127.0.0.1/32"]}), db)
+    invite = await invite_code(db)
+
+    async def register_from(peer: str, email: str) -> httpx.Response:
+        # The proxy speaks plain http to us, so the client here is told of Secure cookies it
+        # would not send back over http: hand the CSRF cookie back by hand.
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=behind, client=(peer, 40000)),
+            base_url="http://simwire.test",
+            headers={"X-Forwarded-Proto": "https"},
+        ) as http:
+            page = await http.get("/dashboard/register")
+            csrf_cookie = page.headers["set-cookie"].split(";")[0]
+            return await http.post(
+                "/dashboard/register",
+                headers={"Cookie": csrf_cookie},
+                data={
+                    "csrf_token": csrf_of(page),
+                    "name": "Proxied",
+                    "email": email,
+                    "password": "violet-harbour-42-lanterns",
+                    "invite_code": invite if peer == "127.0.0.1" else await invite_code(db),
+                },
+            )
+
+    trusted = await register_from("127.0.0.1", "proxied@example.com")
+    assert trusted.status_code == 303, trusted.text
+    assert "secure" in _set_cookies(trusted)["simwire_access"].split("; ")
+    # The same header from anyone else is not believed.
+    untrusted = await register_from("203.0.113.9", "direct@example.com")
+    assert untrusted.status_code == 303, untrusted.text
+    assert "secure" not in _set_cookies(untrusted)["simwire_access"].split("; ")
+
+
 async def test_every_page_carries_a_content_security_policy(
     browser: httpx.AsyncClient, db: Database
 ) -> None:
