@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_lease_s: float = Field(default=30.0, gt=0)
     webhook_poll_s: float = Field(default=0.2, gt=0)
+    # Under load, the worker routes and records at most once per this window (0: at once).
+    webhook_batch_s: float = Field(default=0.05, ge=0)
 
     # Owner accounts (docs/api.md, "Accounts"): registering needs an invite unless this is on.
     open_registration: bool = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -58,7 +59,13 @@ def _box(settings: Settings) -> SecretBox:
             "webhooks need an operator secret key to encrypt their signing secrets: set "
             "SIMWIRE_SECRET_KEY (32 or more characters) on the server"
         )
-    return SecretBox(settings.secret_key.get_secret_value())
+    return _box_for(settings.secret_key.get_secret_value())
+
+
+@lru_cache(maxsize=4)
+def _box_for(operator_key: str) -> SecretBox:
+    """One box per operator key: deriving its key costs more than sealing with it."""
+    return SecretBox(operator_key)
 
 
 def _event_filter(events: list[str] | None) -> list[str]:

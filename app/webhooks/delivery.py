@@ -95,6 +95,20 @@ class _Claimed:
     leased_until: datetime
 
 
+class _Paced:
+    """Lets one thing start at most once per `interval_s`."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last = 0.0
+
+    async def wait(self) -> None:
+        wait_s = self._last + self.interval_s - time.monotonic()
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+        self._last = time.monotonic()
+
+
 class DeliveryWorker:
     """Started and stopped by the app lifespan. `clock` (now, aware UTC) and `random` (the
     retry jitter) are for tests that move time; `client` for tests that resolve names or
@@ -124,6 +138,11 @@ class DeliveryWorker:
         self._bell = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Under load commits ring many times a second: one round (and one recording) per
+        # `SIMWIRE_WEBHOOK_BATCH_S` takes everything that came meanwhile in one write, instead
+        # of contending with the send path for the write lock once per ring.
+        self._rounds = _Paced(settings.webhook_batch_s)
+        self._recordings = _Paced(settings.webhook_batch_s)
 
     # Lifecycle -------------------------------------------------------------------------------
 
@@ -172,6 +191,7 @@ class DeliveryWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._bell.wait(), self.settings.webhook_poll_s)
                 rung = True
+            await self._rounds.wait()
             self._bell.clear()
             if self._stopping:
                 return
@@ -368,6 +388,7 @@ class DeliveryWorker:
         """Records every finished attempt, those that finish meanwhile in the next
         transaction: one commit per round, however many sends ended."""
         while self._finished:
+            await self._recordings.wait()
             batch, self._finished = self._finished, []
             try:
                 await record_attempts(

@@ -8,13 +8,15 @@ Usage: .venv/bin/python scripts/bench/webhooks.py [--duration-s 10] [--connectio
 For each engine (SQLite, then PostgreSQL) the same `wrk` load as scripts/bench/send.py runs on
 `POST /v1/messages` twice, each on a fresh database with its own server process and raw phones
 (separate process, answering every `send_sms` with `accepted` and a successful `send_result`):
-once with no webhook endpoint, once with one endpoint subscribed to every event type and pointing
-at a receiver in its own process (uvicorn with a bare ASGI app answering 204 and noting when each
-delivery arrived). Reported: accepted sends per second in both runs and the cost of the endpoint
-(1 - with/without); events delivered per second while the load ran and until the backlog drained
-(at most `--drain-s`); and, for every `message.sent` event, the time from the message's
+once with no webhook endpoint, once with one endpoint pointing at a receiver in its own process
+(uvicorn with a bare ASGI app answering 204 and noting when each delivery arrived), subscribed to
+`--events` (default: message.queued, message.sent and device.online, every type these phones
+cause). Reported: accepted sends per second in both runs and the cost of the endpoint
+(1 - with/without); events delivered per second while the load ran and until the backlog
+drained (at most `--drain-s`); and, for every `message.sent` event, the time from the message's
 `sent_at` (the server's clock when it recorded the phone's report) to the receiver's arrival
-time (same machine, same clock), p50/p99. The bare Litestar ceiling runs in the same invocation.
+time (same machine, same clock), p50/p99; the server's and the receiver's CPU meanwhile.
+The bare Litestar ceiling runs in the same invocation.
 """
 
 from __future__ import annotations
@@ -164,7 +166,10 @@ async def accepted_count(base: str, key: str) -> int:
 
 
 async def send_run(
-    args: argparse.Namespace, database: BenchDatabase, hook_url: str | None
+    args: argparse.Namespace,
+    database: BenchDatabase,
+    hook_url: str | None,
+    receiver_pid: int,
 ) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="simwire-bench-webhooks-"))
     env = {
@@ -180,25 +185,31 @@ async def send_run(
                     made = await http.post(
                         f"{server.url}/v1/webhooks",
                         headers={"Authorization": f"Bearer {key}"},
-                        json={"url": hook_url + "/hook"},
+                        json={"url": hook_url + "/hook", "events": args.events},
                     )
                     made.raise_for_status()
             skip = len(await noted(hook_url)) if hook_url is not None else 0
             async with phone_process([(server.ws_url, t) for t in tokens]) as phones:
                 await wait_for_live_sims(server.url, key, args.phones)
                 started = time.time()
-                sends, cpu = await with_cpu([server.pid], run_wrk(args, server.url, "send", key))
+                sends, cpu = await with_cpu(
+                    [server.pid, receiver_pid], run_wrk(args, server.url, "send", key)
+                )
                 load_s = time.time() - started
                 outcome: dict[str, Any] = {
                     "accepted_per_s": sends["per_s"],
                     "accept_latency": sends["latency"],
                     "server_cpu_percent": cpu[0],
+                    # On a small machine the receiver's CPU is taken from everyone else's.
+                    "receiver_cpu_percent": cpu[1],
                     "statuses": sends["statuses"],
                 }
                 if hook_url is not None:
                     messages = await accepted_count(server.url, key)
-                    # Per message: queued and sent; per phone: device.online.
-                    wanted = 2 * messages + args.phones
+                    # Per message one event of each message type subscribed to (these phones
+                    # send no delivery reports); per phone a device.online.
+                    per_message = len([t for t in args.events if t.startswith("message.")])
+                    wanted = per_message * messages + args.phones * ("device.online" in args.events)
                     seen = await drained(hook_url, skip, wanted, args.drain_s)
                     outcome |= delivery_figures(seen, started, load_s, messages)
             outcome["phones"] = {k: v for k, v in phones.items() if k != "pid"}
@@ -238,6 +249,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "load_generator": f"wrk -t{args.threads} -c{args.connections} -d{args.duration_s}s",
         "phones": args.phones,
+        "endpoint_events": args.events,
     }
     async with bare_server() as (url, pid):
         bare, _ = await with_cpu([pid], run_wrk(args, url, "ping"))
@@ -254,14 +266,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         plans.append(("postgresql", pg_url))
     runs = []
     try:
-        async with receiver() as (hook_url, _receiver_pid):
+        async with receiver() as (hook_url, receiver_pid):
             for label, url in plans:
                 figures: dict[str, Any] = {"engine": label}
                 for name, hook in (("without_webhook", None), ("with_webhook", hook_url)):
                     workdir = Path(tempfile.mkdtemp(prefix="simwire-bench-db-"))
                     database = await fresh_database(workdir, url)
                     try:
-                        figures[name] = await send_run(args, database, hook)
+                        figures[name] = await send_run(args, database, hook, receiver_pid)
                     finally:
                         await database.cleanup()
                         shutil.rmtree(workdir, ignore_errors=True)
@@ -279,10 +291,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     bare = result["bare_litestar"]
-    print(f"{result['load_generator']}, {result['phones']} raw phones; bare {bare['per_s']} req/s")
+    print(
+        f"{result['load_generator']}, {result['phones']} raw phones; bare {bare['per_s']} req/s;"
+        f" endpoint subscribed to {', '.join(result['endpoint_events'])}"
+    )
     header = (
         f"{'engine':<12}{'send/s':>9}{'+hook/s':>9}{'cost':>7}{'ev/s load':>11}{'ev/s all':>10}"
-        f"{'sent→rx p50':>13}{'p99 ms':>9}{'sent ev %':>11}"
+        f"{'sent→rx p50':>13}{'p99 ms':>9}{'sent ev %':>11}{'srv CPU%':>10}{'rx CPU%':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -297,6 +312,8 @@ def print_table(result: dict[str, Any]) -> None:
             f"{hook.get('events_per_s_to_drain', '-'):>10}"
             f"{latency.get('p50_ms', '-'):>13}{latency.get('p99_ms', '-'):>9}"
             f"{round(share * 100, 1) if share is not None else '-':>11}"
+            f"{run['without_webhook']['server_cpu_percent']}/{hook['server_cpu_percent']:>5}"
+            f"{hook['receiver_cpu_percent']:>9}"
         )
 
 
@@ -312,8 +329,14 @@ def main() -> None:
     parser.add_argument("--drain-s", type=float, default=60.0, help="longest wait for deliveries")
     parser.add_argument("--postgres-url", help="postgresql+asyncpg://… of a server to use")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite run only")
+    parser.add_argument(
+        "--events",
+        default="message.queued,message.sent,device.online",
+        help="comma-separated event types the endpoint subscribes to",
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = parser.parse_args()
+    args.events = [t for t in args.events.split(",") if t]
     report(asyncio.run(run(args)), args.json, print_table)
 
 
