@@ -16,9 +16,9 @@ from app.dashboard.render import html, redirect
 from app.dashboard.session import CLEAR_STATE, NEW_TOKENS_STATE, SignInRequired, viewer
 from app.db.engine import Database
 from app.domain import accounts as rules
-from app.domain import agent_claims
+from app.domain import agent_claims, credentials
 from app.domain.errors import SimwireError
-from app.services import accounts, agent_onboarding
+from app.services import accounts, agent_onboarding, projects
 from app.settings import Settings
 
 HOME = "/dashboard"
@@ -160,7 +160,19 @@ async def create_project(
         return html(
             request, "projects.html", viewer=found, status_code=status_for(exc), error=exc.message
         )
-    return redirect(request, f"/dashboard/p/{created.project.id}")
+    # The project's first key (every scope) is shown this once, on its keys page.
+    fresh = await viewer(request, created.project.id)
+    keys = await projects.list_keys(db, created.project.id)
+    return html(
+        request,
+        "keys.html",
+        viewer=fresh,
+        status_code=201,
+        keys=keys,
+        scopes=credentials.SCOPES,
+        issued=created.first_key,
+        created_project=True,
+    )
 
 
 def _claim_context(view: agent_onboarding.ClaimView) -> dict[str, Any]:

@@ -70,6 +70,9 @@ async def test_an_owner_runs_a_project_from_the_dashboard(
     await expect(page).to_have_url(f"{server.url}/dashboard/projects")
     await page.get_by_label("Name").fill("corner shop")
     await page.get_by_role("button", name="Create project").click()
+    # Its first key is shown once, then on to the overview.
+    await expect(page.locator("#new-key")).to_contain_text("sw_")
+    await page.get_by_role("link", name="Go to its overview").click()
     await expect(page.get_by_role("heading", level=1)).to_contain_text("corner shop")
     project_id = page.url.rsplit("/", 1)[1]
     assert project_id.startswith("prj_")

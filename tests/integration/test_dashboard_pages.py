@@ -49,8 +49,14 @@ async def _project(http: httpx.AsyncClient, db: Database, email: str = "o@exampl
     created = await http.post(
         "/dashboard/projects", data={"csrf_token": csrf_of(page), "name": "shop"}
     )
-    assert created.status_code == 303, created.text
-    return created.headers["location"].rsplit("/", 1)[1]
+    assert created.status_code == 201, created.text
+    # The new project's keys page, with its first key shown once.
+    assert 'id="new-key" class="secret">sw_' in created.text
+    found = re.search(
+        r'<a href="/dashboard/p/(prj_[0-9a-f]+)">Go to its overview</a>', created.text
+    )
+    assert found, created.text
+    return found.group(1)
 
 
 def _checked(page: httpx.Response, scope: str) -> bool:

@@ -7,7 +7,9 @@ and none of it is in the OpenAPI document."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -15,7 +17,7 @@ from litestar import Litestar
 
 from app.api.app import create_app
 from app.db.engine import Database
-from app.services import accounts, projects
+from app.services import accounts, devices, projects
 from app.settings import Settings
 from tests.support.accounts import install_clock, invite_code
 from tests.support.dashboard import csrf_of, dashboard_register, dashboard_sign_in
@@ -49,8 +51,14 @@ async def _owner_with_project(
     created = await http.post(
         "/dashboard/projects", data={"csrf_token": csrf_of(page), "name": "shop"}
     )
-    assert created.status_code == 303, created.text
-    return created.headers["location"].rsplit("/", 1)[1]
+    assert created.status_code == 201, created.text
+    # The new project's keys page, with its first key shown once.
+    assert 'id="new-key" class="secret">sw_' in created.text
+    found = re.search(
+        r'<a href="/dashboard/p/(prj_[0-9a-f]+)">Go to its overview</a>', created.text
+    )
+    assert found, created.text
+    return found.group(1)
 
 
 async def test_a_post_without_its_csrf_token_is_refused(
@@ -182,6 +190,51 @@ async def test_every_page_carries_a_content_security_policy(
     assert 'href="/docs"' in overview.text and 'href="/llms.txt"' in overview.text
     script = await browser.get("/dashboard/static/dashboard.js")
     assert script.status_code == 200 and "data-live" in script.text
+
+
+_FIELD = re.compile(r"<(input|select|textarea)\b([^>]*)>")
+
+
+def _unlabelled_fields(page: str) -> list[str]:
+    """Every visible form field without a <label for=its id>, and duplicate ids."""
+    labels = set(re.findall(r'<label for="([^"]+)"', page))
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    problems = [f"duplicate id {i}" for i in set(ids) if ids.count(i) > 1]
+    for kind, attributes in _FIELD.findall(page):
+        if 'type="hidden"' in attributes:
+            continue
+        found = re.search(r'\bid="([^"]+)"', attributes)
+        if found is None or found.group(1) not in labels:
+            problems.append(f"<{kind}{attributes}>")
+    return problems
+
+
+async def test_every_form_field_has_a_label_and_every_action_is_a_button(
+    browser: httpx.AsyncClient, db: Database
+) -> None:
+    pages = [await browser.get("/dashboard/signin"), await browser.get("/dashboard/register")]
+    project_id = await _owner_with_project(browser, db)
+    await devices.pair_device(db, project_id, "desk")
+    for section in (
+        "",
+        "/messages",
+        "/send",
+        "/phones",
+        "/keys",
+        "/agents",
+        "/webhooks",
+        "/credits",
+    ):
+        pages.append(await browser.get(f"/dashboard/p/{project_id}{section}"))
+    pages.append(await browser.get("/dashboard/projects"))
+    registered = await browser.post("/v1/agents/register", json={"name": "labelled-bot"})
+    pages.append(await browser.get(urlsplit(registered.json()["claim_url"]).path))
+    for page in pages:
+        assert page.status_code == 200, page.url
+        assert _unlabelled_fields(page.text) == [], page.url
+        # Actions are buttons in forms or links, never script-only click targets.
+        assert "onclick" not in page.text and 'href="#"' not in page.text
+        assert '<a class="skip" href="#main">' in page.text and '<main id="main">' in page.text
 
 
 async def test_a_member_cannot_create_keys(app: Litestar, db: Database) -> None:
