@@ -419,3 +419,37 @@ async def test_high_cost_destinations_are_refused_unless_the_policy_allows_them(
     )
     assert allowed.json()["blocked"] == []
     assert (await send(client, tenant, "+448712345678")).status_code == 202
+
+
+async def test_keywords_over_the_inbound_batch_route_and_start_keeps_the_projects_own_entries(
+    client, db
+):
+    tenant = await new_tenant(db)
+    paired = await devices.pair_device(db, tenant.project_id)
+    await client.patch("/v1/project/policy", json={"default_region": "US"}, headers=tenant.headers)
+    await client.post(
+        "/v1/suppressions", json={"number": OTHER, "reason": "manual"}, headers=tenant.headers
+    )
+
+    async def inbound(*messages: tuple[str, str, str]) -> None:
+        response = await client.post(
+            "/v1/phone/inbound",
+            json={"messages": [{"id": i, "address": a, "body": b} for i, a, b in messages]},
+            headers={"Authorization": f"Bearer {paired.token}"},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["stored"] == len(messages)
+
+    await inbound(
+        ("p1", SUBSCRIBER, "QUIT"),
+        ("p2", "(415) 555-0125", "arrêt"),  # national, read in the project's region
+        ("p3", "AMAZON", "STOP"),  # no phone number: nothing to suppress
+        ("p4", "+14155550126", "please don't stop"),  # a sentence, not a keyword
+    )
+    assert await suppressed(client, tenant) == {
+        SUBSCRIBER: "opt_out",
+        "+14155550125": "opt_out",
+        OTHER: "manual",
+    }
+    await inbound(("p5", SUBSCRIBER, "UNSTOP"), ("p6", OTHER, "START"))
+    assert await suppressed(client, tenant) == {"+14155550125": "opt_out", OTHER: "manual"}
