@@ -113,10 +113,19 @@ async def test_an_owner_runs_a_project_from_the_dashboard(
         await _still_unreloaded(page)
         assert [sent.to for sent in phone.radio.sent] == ["+14155550123"]
 
-        # The overview shows the phone online and the delivered message.
+        # The overview shows the phone online and the delivered message; the customer's
+        # reply appears on it without a reload.
         await page.get_by_role("link", name="Overview").click()
         await expect(page.locator("#live [data-online='true']")).to_be_visible()
         await expect(page.locator("#live [data-status='delivered']")).to_be_visible()
+        await _mark_page(page)
+        await phone.radio.receive("+14155550123", "Thanks, on my way")
+        await expect(page.locator("#live [data-status='received']")).to_be_visible()
+        await expect(page.locator("#live")).to_contain_text("Thanks, on my way")
+        await _still_unreloaded(page)
+        # The phone's heartbeat (battery, charging, signal) reaches the panel too.
+        await expect(page.locator("#live table.phones")).to_contain_text("100 % (charging)")
+        await expect(page.locator("#live table.phones")).to_contain_text("4/4")
         await page.screenshot(path=shots / "overview.png", full_page=True)
     finally:
         await phone.stop()
