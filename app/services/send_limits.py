@@ -14,7 +14,6 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
-from app.db.engine import Database
 from app.db.models import Message, MessageRequest
 from app.db.types import UTCDateTime
 from app.domain.errors import PayerRateLimited, RecipientRateLimited
@@ -94,7 +93,7 @@ def check_recipients(
 
 
 async def check_paid_send(
-    db: Database, settings: Settings, to_numbers: Sequence[str], payer: str | None
+    session: AsyncSession, settings: Settings, to_numbers: Sequence[str], payer: str | None
 ) -> None:
     """The limits of a pay-per-call send, before any payment is asked for or taken: every
     wallet together may send one number `paid_recipient_per_hour` / `paid_recipient_per_day`
@@ -104,11 +103,10 @@ async def check_paid_send(
         return
     now = utcnow()
     limits = windows(settings.paid_recipient_per_hour, settings.paid_recipient_per_day)
-    async with db.reading() as session:
-        counted = await recipient_usage(session, to_numbers, now, billing=X402_BILLING)
-        check_recipients(limits, to_numbers, {n: u for (_, n), u in counted.items()}, now)
-        if payer:
-            await _check_payer(session, settings, payer.lower(), now)
+    counted = await recipient_usage(session, to_numbers, now, billing=X402_BILLING)
+    check_recipients(limits, to_numbers, {n: u for (_, n), u in counted.items()}, now)
+    if payer:
+        await _check_payer(session, settings, payer.lower(), now)
 
 
 async def _check_payer(

@@ -160,9 +160,9 @@ class X402Gateway:
             suppressed = await suppressions.suppressed_among(
                 session, {(project_id, to) for to in recipients}
             )
-        if suppressed:
-            raise RecipientOptedOut(sorted({number for _, number in suppressed}))
-        await send_limits.check_paid_send(self.db, self.settings, recipients, payer)
+            if suppressed:
+                raise RecipientOptedOut(sorted({number for _, number in suppressed}))
+            await send_limits.check_paid_send(session, self.settings, recipients, payer)
 
     # ----------------------------------------------------------------------- top-ups
 
