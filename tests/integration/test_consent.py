@@ -18,7 +18,7 @@ from app.cli import main
 from app.db.engine import Database
 from app.db.models import Event, Message
 from app.phone.radios.fake import FakeRadio
-from app.services import consent, credits, devices
+from app.services import consent, credits, devices, projects
 from app.services.projects import create_key, set_policy
 from app.settings import Settings
 from tests.conftest import app_client
@@ -453,3 +453,36 @@ async def test_keywords_over_the_inbound_batch_route_and_start_keeps_the_project
     }
     await inbound(("p5", SUBSCRIBER, "UNSTOP"), ("p6", OTHER, "START"))
     assert await suppressed(client, tenant) == {"+14155550125": "opt_out", OTHER: "manual"}
+
+
+async def test_the_policy_command_sets_limits_threshold_and_high_cost(db, database_url):
+    tenant = await new_tenant(db)
+
+    async def policy(*options: str) -> tuple[int, str]:
+        result = await asyncio.to_thread(
+            CliRunner().invoke,
+            main,
+            ["project", "policy", tenant.project_id, *options],
+            env={"SIMWIRE_DATABASE_URL": database_url},
+        )
+        return result.exit_code, result.output
+
+    code, output = await policy(
+        "--recipient-per-hour", "3", "--recipient-per-day", "12",
+        "--credits-low-threshold", "5.00", "--allow-high-cost",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "credits_low=5 " in output and "recipient_per_hour=3" in output
+    assert "recipient_per_day=12" in output and "high_cost=allowed" in output
+    stored = await projects.get_policy(db, tenant.project_id)
+    assert (stored.recipient_per_hour, stored.recipient_per_day) == (3, 12)
+    assert stored.credits_low_threshold_atomic == 5_000_000
+    assert stored.allow_high_cost_destinations
+
+    code, output = await policy("--recipient-per-hour", "off", "--no-allow-high-cost")
+    assert code == 0 and "recipient_per_hour=off" in output and "recipient_per_day=12" in output
+    assert "high_cost=refused" in output and "credits_low=5 " in output
+    code, output = await policy("--recipient-per-day", "0")
+    assert code != 0 and "invalid_policy" in output
+    code, output = await policy("--credits-low-threshold", "lots")
+    assert code != 0 and "--credits-low-threshold" in output
