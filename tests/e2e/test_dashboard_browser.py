@@ -42,6 +42,7 @@ async def server(settings: Settings, db: Database) -> AsyncIterator[LiveServer]:
 
 async def _mark_page(page: Page) -> None:
     """A value that lives only as long as this document: gone if the page reloads."""
+    await page.wait_for_load_state()
     await page.evaluate("window.__simwireMark = 'unreloaded'")
 
 
@@ -126,6 +127,19 @@ async def test_an_owner_runs_a_project_from_the_dashboard(
         # The phone's heartbeat (battery, charging, signal) reaches the panel too.
         await expect(page.locator("#live table.phones")).to_contain_text("100 % (charging)")
         await expect(page.locator("#live table.phones")).to_contain_text("4/4")
+
+        # Keyboard: the first Tab reaches the skip link; a focused link inside the live panel
+        # keeps the focus across the panel's refreshes.
+        await page.keyboard.press("Tab")
+        assert await page.evaluate("document.activeElement.className") == "skip"
+        message_link = page.locator("#live table.messages a").first
+        href = await message_link.get_attribute("href")
+        await message_link.focus()
+        before = await page.locator("#live").get_attribute("data-refreshed")
+        await page.wait_for_function(
+            "before => document.querySelector('#live').dataset.refreshed !== before", arg=before
+        )
+        assert await page.evaluate("document.activeElement.getAttribute('href')") == href
         await page.screenshot(path=shots / "overview.png", full_page=True)
     finally:
         await phone.stop()

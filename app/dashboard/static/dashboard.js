@@ -1,4 +1,6 @@
-// Simwire dashboard: live panels and the project switcher. No inline script (the CSP forbids it).
+// Simwire dashboard: live panels. No inline script (the CSP forbids it). The project switcher
+// is a plain form with a Go button: a select that navigated on change would move a keyboard
+// user away at the first arrow key.
 "use strict";
 
 const LIVE_INTERVAL_MS = 2000;
@@ -15,7 +17,15 @@ function startLivePanels() {
         const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
         // A redirect means the sign-in ended: leave the panel as it is.
         if (response.ok && !response.redirected) {
-          panel.innerHTML = await response.text();
+          const html = await response.text();
+          // A keyboard user's place survives the refresh: focus goes back to the same link.
+          const active = document.activeElement;
+          const focusedHref = active && panel.contains(active) ? active.getAttribute("href") : null;
+          panel.innerHTML = html;
+          if (focusedHref) {
+            const again = panel.querySelector(`a[href="${CSS.escape(focusedHref)}"]`);
+            if (again) again.focus();
+          }
           panel.setAttribute("data-refreshed", String(Date.now()));
         }
       } catch (error) {
@@ -28,14 +38,6 @@ function startLivePanels() {
   }
 }
 
-// A select with data-autosubmit submits its form when changed (its Go button still works).
-function startAutosubmit() {
-  for (const select of document.querySelectorAll("select[data-autosubmit]")) {
-    select.addEventListener("change", () => select.form && select.form.submit());
-  }
-}
-
 document.addEventListener("DOMContentLoaded", () => {
   startLivePanels();
-  startAutosubmit();
 });
