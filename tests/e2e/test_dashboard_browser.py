@@ -57,6 +57,9 @@ async def test_an_owner_runs_a_project_from_the_dashboard(
     shots.mkdir()
     page = await (await browser.new_context(viewport=SCREEN)).new_page()
     page.set_default_timeout(20_000)
+    # Assertions wait as long as actions (their own default is 5 s; a phone's first heartbeat
+    # comes up to 5 s after it connects, on a loaded machine later).
+    expect.set_options(timeout=20_000)
     email = "owner@example.com"
 
     # Register with an invite (owning a new organization), then create a project.
