@@ -114,32 +114,39 @@ def serve_bare(port: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def bare_server() -> Any:
-    port = free_port()
+async def child_server(argv: list[str], ready_url: str, what: str) -> Any:
+    """`python <argv>` in its own process until the block ends, once `ready_url` answers 200;
+    yields its pid."""
     process = subprocess.Popen(
-        [sys.executable, __file__, "--serve-bare", str(port)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [sys.executable, *argv], cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient() as http:
             deadline = time.monotonic() + 30
             while True:
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"{url}/ping")).status_code == 200:
+                    if (await http.get(ready_url)).status_code == 200:
                         break
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the bare Litestar server did not start")
+                    raise RuntimeError(f"the {what} did not start")
                 await asyncio.sleep(0.1)
-        yield url, process.pid
+        yield process.pid
     finally:
         process.send_signal(signal.SIGINT)
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@contextlib.asynccontextmanager
+async def bare_server() -> Any:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with child_server(
+        [__file__, "--serve-bare", str(port)], f"{url}/ping", "bare Litestar server"
+    ) as pid:
+        yield url, pid
 
 
 # wrk -------------------------------------------------------------------------------------

@@ -26,8 +26,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +52,7 @@ from scripts.bench.phones import (  # noqa: E402
 from scripts.bench.send import (  # noqa: E402
     SIM_PARTS_PER_MINUTE,
     bare_server,
+    child_server,
     ensure_wrk,
     phone_process,
     prepare_project,
@@ -109,30 +108,11 @@ def run_receiver(port: int) -> None:
 @contextlib.asynccontextmanager
 async def receiver() -> Any:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--run-receiver", str(port)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient() as http:
-            deadline = time.monotonic() + 30
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"{url}/stats")).status_code == 200:
-                        break
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the webhook receiver did not start")
-                await asyncio.sleep(0.1)
-        yield url, process.pid
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    async with child_server(
+        [__file__, "--run-receiver", str(port)], f"{url}/stats", "webhook receiver"
+    ) as pid:
+        yield url, pid
 
 
 async def noted(url: str) -> list[list[Any]]:
