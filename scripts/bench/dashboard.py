@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -47,61 +42,12 @@ from app.db.engine import Database  # noqa: E402
 from app.db.migrate import upgrade  # noqa: E402
 from app.services import accounts, credits  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from scripts.bench.phones import server_process  # noqa: E402
 
 DEFAULT_JSON = REPO_ROOT / "scripts" / "bench" / "results" / "dashboard.json"
 SECRET_KEY = "dashboard-benchmark-secret-key-0123456789"
 PASSWORD = "violet-harbour-42-lanterns"
 BATCH = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def server_process(database_url: str, workdir: Path) -> AsyncIterator[str]:
-    """`python -m app.cli serve` on a free loopback port; its URL once /readyz answers 200."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "SIMWIRE_DATABASE_URL": database_url,
-        "SIMWIRE_SECRET_KEY": SECRET_KEY,
-        "SIMWIRE_LOG_LEVEL": "WARNING",
-        "SIMWIRE_RATE_LIMITS": "false",
-    }
-    log_path = workdir / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient() as http:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"{url}/readyz")).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("server did not become ready within 60 s")
-                await asyncio.sleep(0.1)
-        yield url
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
 
 
 async def prepare(database_url: str) -> tuple[str, str, accounts.TokenPair]:
@@ -198,7 +144,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         database_url = f"sqlite+aiosqlite:///{workdir}/simwire.db"
         upgrade(database_url)
         project_id, key, tokens = await prepare(database_url)
-        async with server_process(database_url, Path(workdir)) as url:
+        env = {"SIMWIRE_SECRET_KEY": SECRET_KEY}
+        async with server_process(database_url, Path(workdir), env) as server:
+            url = server.url
             fill_s = await fill(url, key, args.messages)
             delivered = await vary_statuses(database_url)
             cookies = httpx.Cookies()

@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -538,6 +539,40 @@ async def engine_run(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def postgres_server(args: argparse.Namespace, result: dict[str, Any]) -> Iterator[str | None]:
+    """The PostgreSQL server to run on: `--postgres-url`, else a throwaway one stopped at the
+    end; None with `--no-postgres` or when none could start (said in `result`)."""
+    if args.postgres_url or args.no_postgres:
+        yield args.postgres_url
+        return
+    try:
+        from tests.support.postgres import start_postgres
+
+        started = start_postgres()
+    except Exception as exc:
+        result["postgresql_skipped"] = f"could not start PostgreSQL: {exc}"
+        yield None
+        return
+    try:
+        yield started.url
+    finally:
+        started.stop()
+
+
+@contextlib.asynccontextmanager
+async def bench_database(postgres_url: str | None) -> AsyncIterator[BenchDatabase]:
+    """A fresh, migrated database (SQLite in a temp dir when `postgres_url` is None), removed
+    at the end."""
+    workdir = Path(tempfile.mkdtemp(prefix="simwire-bench-db-"))
+    database = await fresh_database(workdir, postgres_url)
+    try:
+        yield database
+    finally:
+        await database.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     args.wrk = ensure_wrk()
     result: dict[str, Any] = {
@@ -555,39 +590,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         bare["server_cpu_percent"] = cpu[0]
     result["bare_litestar"] = bare
     runs: list[dict[str, Any]] = []
-    plans: list[tuple[str, str | None, int]] = [("sqlite", None, 1)]
-    started_pg = None
-    pg_url = args.postgres_url
-    if pg_url is None and not args.no_postgres:
-        try:
-            from tests.support.postgres import start_postgres
-
-            started_pg = start_postgres()
-            pg_url = started_pg.url
-        except Exception as exc:
-            result["postgresql_skipped"] = f"could not start PostgreSQL: {exc}"
-    if pg_url:
-        plans.append(("postgresql", pg_url, 1))
-        if not args.no_two_instances:
-            plans.append(("postgresql ×2", pg_url, 2))
-    try:
+    with postgres_server(args, result) as pg_url:
+        plans: list[tuple[str, str | None, int]] = [("sqlite", None, 1)]
+        if pg_url:
+            plans.append(("postgresql", pg_url, 1))
+            if not args.no_two_instances:
+                plans.append(("postgresql ×2", pg_url, 2))
         for label, url, instances in plans:
-            workdir = Path(tempfile.mkdtemp(prefix="simwire-bench-db-"))
-            database = await fresh_database(workdir, url)
-            try:
+            async with bench_database(url) as database:
                 outcome = await engine_run(args, database, label, instances)
-            finally:
-                await database.cleanup()
-                shutil.rmtree(workdir, ignore_errors=True)
             outcome["ratio_to_bare"] = round(outcome["accepted_per_s"] / bare["per_s"], 3)
             if "quotes" in outcome:
                 outcome["quotes"]["ratio_to_bare"] = round(
                     outcome["quotes"]["per_s"] / bare["per_s"], 3
                 )
             runs.append(outcome)
-    finally:
-        if started_pg is not None:
-            started_pg.stop()
     result["runs"] = runs
     return result
 

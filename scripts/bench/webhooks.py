@@ -44,7 +44,6 @@ import httpx  # noqa: E402
 from scripts.bench.phones import (  # noqa: E402
     BenchDatabase,
     free_port,
-    fresh_database,
     percentiles,
     report,
     server_process,
@@ -52,9 +51,11 @@ from scripts.bench.phones import (  # noqa: E402
 from scripts.bench.send import (  # noqa: E402
     SIM_PARTS_PER_MINUTE,
     bare_server,
+    bench_database,
     child_server,
     ensure_wrk,
     phone_process,
+    postgres_server,
     prepare_project,
     run_wrk,
     wait_for_live_sims,
@@ -234,37 +235,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async with bare_server() as (url, pid):
         bare, _ = await with_cpu([pid], run_wrk(args, url, "ping"))
     result["bare_litestar"] = bare
-    plans: list[tuple[str, str | None]] = [("sqlite", None)]
-    started_pg = None
-    pg_url = args.postgres_url
-    if pg_url is None and not args.no_postgres:
-        from tests.support.postgres import start_postgres
-
-        started_pg = start_postgres()
-        pg_url = started_pg.url
-    if pg_url:
-        plans.append(("postgresql", pg_url))
     runs = []
-    try:
+    with postgres_server(args, result) as pg_url:
+        plans = [("sqlite", None)] + ([("postgresql", pg_url)] if pg_url else [])
         async with receiver() as (hook_url, receiver_pid):
             for label, url in plans:
                 figures: dict[str, Any] = {"engine": label}
                 for name, hook in (("without_webhook", None), ("with_webhook", hook_url)):
-                    workdir = Path(tempfile.mkdtemp(prefix="simwire-bench-db-"))
-                    database = await fresh_database(workdir, url)
-                    try:
+                    async with bench_database(url) as database:
                         figures[name] = await send_run(args, database, hook, receiver_pid)
-                    finally:
-                        await database.cleanup()
-                        shutil.rmtree(workdir, ignore_errors=True)
                 without = figures["without_webhook"]["accepted_per_s"]
                 with_hook = figures["with_webhook"]["accepted_per_s"]
                 figures["send_cost_of_webhook"] = round(1 - with_hook / without, 3)
                 figures["ratio_to_bare_with_webhook"] = round(with_hook / bare["per_s"], 3)
                 runs.append(figures)
-    finally:
-        if started_pg is not None:
-            started_pg.stop()
     result["runs"] = runs
     return result
 
