@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event, text
+from sqlalchemy import Connection, StaticPool, event, text
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -15,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 READ_ONLY = "simwire_read_only"
+T = TypeVar("T")
 
 
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
@@ -25,6 +28,7 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("pool_size", 1)
         kwargs.setdefault("max_overflow", 0)
         kwargs.setdefault("pool_timeout", 60)
+        kwargs.setdefault("pool_reset_on_return", None)
         engine = create_async_engine(database_url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -37,16 +41,7 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
             cursor.close()
             dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
 
-        @event.listens_for(engine.sync_engine, "begin")
-        def _sqlite_begin(conn: Any) -> None:
-            # Writers take the write lock up front so concurrent read-then-write transactions
-            # queue instead of failing with "database is locked" half way through. A session
-            # opened with `Database.reading()` only reads: a plain (deferred) BEGIN, no lock.
-            if conn.get_execution_options().get(READ_ONLY):
-                conn.exec_driver_sql("BEGIN")
-            else:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     # Sized for the concurrency one instance serves (a send, a phone frame and the sweeps may
     # each hold a connection); loopback connections need no pre-ping round trip per checkout.
@@ -54,6 +49,44 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", False)
     return create_async_engine(database_url, **kwargs)
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # Writers take the write lock up front so concurrent read-then-write transactions queue
+    # instead of failing with "database is locked" half way through. A session opened with
+    # `Database.reading()` (or `run(..., read_only=True)`) only reads: a plain (deferred)
+    # BEGIN, no lock.
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# Per aiosqlite connection: a synchronous SQLAlchemy connection over the same sqlite3
+# connection, used only on that connection's own worker thread (see `Database.run`).
+_SQLITE_SYNC_CONNECTIONS: weakref.WeakKeyDictionary[Any, Connection] = weakref.WeakKeyDictionary()
+
+
+def _sync_connection_over(driver: Any) -> Connection:
+    conn = _SQLITE_SYNC_CONNECTIONS.get(driver)
+    if conn is None:
+        engine = create_sync_engine(
+            "sqlite://", creator=lambda: driver._connection, poolclass=StaticPool
+        )
+        conn = _SQLITE_SYNC_CONNECTIONS[driver] = engine.connect()
+    return conn
+
+
+def _run_on_sqlite_thread(driver: Any, work: Callable[[Connection], T], read_only: bool) -> T:
+    conn = _sync_connection_over(driver)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return result
 
 
 class Database:
@@ -83,6 +116,24 @@ class Database:
                 conn = await conn.execution_options(**{READ_ONLY: True})
             async with AsyncSession(bind=conn, expire_on_commit=False) as session:
                 yield session
+
+    async def run(self, work: Callable[[Connection], T], *, read_only: bool = False) -> T:
+        """Runs `work(conn)` — synchronous Core statements on a `Connection` — as one
+        transaction (committed when it returns, rolled back if it raises). On SQLite the whole
+        transaction runs in one hand-off to the connection's worker thread instead of several
+        per statement, on the same pooled connection the async sessions use (so it queues
+        behind them, never polls the lock); on PostgreSQL it runs through `run_sync`. For the
+        hot paths: `work` must not block on anything but the database."""
+        if not self.is_sqlite:
+            if read_only:
+                async with self.engine.connect() as conn:
+                    return await conn.run_sync(work)
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(work)
+        async with self.engine.connect() as conn:
+            driver: Any = (await conn.get_raw_connection()).driver_connection
+            result: T = await driver._execute(_run_on_sqlite_thread, driver, work, read_only)
+            return result
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

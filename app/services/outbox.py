@@ -12,8 +12,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
 
 from app.db.models import Event, Message, MessageRequest, Sim
 from app.domain import statuses
@@ -77,6 +78,12 @@ async def insert_events(executor: Executor, rows: Sequence[dict[str, Any]]) -> N
     """Writes `rows` (from `event_row`) in order, with one statement."""
     if rows:
         await executor.execute(_EVENTS.insert(), list(rows))
+
+
+def write_events(conn: Connection | Session, rows: Sequence[dict[str, Any]]) -> None:
+    """`insert_events` inside a synchronous transaction (`Database.run`)."""
+    if rows:
+        conn.execute(_EVENTS.insert(), list(rows))
 
 
 def _message_columns() -> list[Any]:

@@ -10,8 +10,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy import case, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import Connection, case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from app.db.models import Message, MessageRequest
@@ -21,12 +22,11 @@ from app.domain.send_limits import DAY_S, HOUR_S, Usage, Window, first_exceeded,
 from app.services.ids import utcnow
 from app.settings import Settings
 
-Executor = AsyncConnection | AsyncSession
 X402_BILLING = "x402"
 
 
-async def recipient_usage(
-    executor: Executor,
+def recipient_usage(
+    executor: Connection | Session,
     to_numbers: Iterable[str],
     now: datetime,
     *,
@@ -35,7 +35,8 @@ async def recipient_usage(
 ) -> dict[tuple[str | None, str], dict[int, Usage]]:
     """For each number, its outbound messages of the last hour and of the last day, keyed by
     (project id, number) when `project_ids` is given (their own messages only), else by
-    (None, number) over every project; `billing` narrows to one kind (`x402`)."""
+    (None, number) over every project; `billing` narrows to one kind (`x402`). Synchronous
+    (`Database.run`, `run_sync`)."""
     wanted = sorted(set(to_numbers))
     if not wanted:
         return {}
@@ -53,7 +54,7 @@ async def recipient_usage(
         keys.insert(0, col(Message.project_id))
     if billing is not None:
         conditions.append(col(Message.billing) == billing)
-    rows = await executor.execute(
+    rows = executor.execute(
         select(
             *keys,
             func.sum(case((in_hour, 1), else_=0)).label("hour_count"),
@@ -103,7 +104,9 @@ async def check_paid_send(
         return
     now = utcnow()
     limits = windows(settings.paid_recipient_per_hour, settings.paid_recipient_per_day)
-    counted = await recipient_usage(session, to_numbers, now, billing=X402_BILLING)
+    counted = await session.run_sync(
+        lambda sync: recipient_usage(sync, to_numbers, now, billing=X402_BILLING)
+    )
     check_recipients(limits, to_numbers, {n: u for (_, n), u in counted.items()}, now)
     if payer:
         await _check_payer(session, settings, payer.lower(), now)

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 
 from app.db.engine import Database
@@ -346,30 +345,32 @@ class GroupCommit:
         return exc
 
     async def _commit(self, batch: list[PendingSend]) -> list[dict[str, Any] | Exception]:
-        """One transaction for the whole batch; each request's answer (its body or its error)."""
-        outcomes: list[dict[str, Any] | Exception | None] = [None] * len(batch)
-        async with self.db.engine.begin() as conn:
-            await _claim_idempotency_keys(conn, batch, outcomes)
-            await _screen_recipients(conn, batch, outcomes)
-            low = await _charge(conn, batch, outcomes)
-            admitted = [s for s, o in zip(batch, outcomes, strict=True) if o is None]
-            if admitted:
-                await conn.execute(insert(MessageRequest), [s.request_row for s in admitted])
-                ledger_rows = [s.ledger_row for s in admitted if s.ledger_row is not None]
-                if ledger_rows:
-                    await conn.execute(insert(LedgerEntry), ledger_rows)
-                messages = [row for s in admitted for row in s.message_rows]
-                if messages:
-                    await conn.execute(insert(Message), messages)
-                await outbox.insert_events(
-                    conn, [row for s in admitted for row in s.event_rows] + low
-                )
-            crash_point("send_batch_commit")
-        return [s.response if o is None else o for s, o in zip(batch, outcomes, strict=True)]
+        """One transaction for the whole batch, written in one database hand-off; each
+        request's answer (its body or its error)."""
+        return await self.db.run(lambda conn: _write_batch(conn, batch))
 
 
-async def _claim_idempotency_keys(
-    conn: AsyncConnection,
+def _write_batch(conn: Connection, batch: list[PendingSend]) -> list[dict[str, Any] | Exception]:
+    outcomes: list[dict[str, Any] | Exception | None] = [None] * len(batch)
+    _claim_idempotency_keys(conn, batch, outcomes)
+    _screen_recipients(conn, batch, outcomes)
+    low = _charge(conn, batch, outcomes)
+    admitted = [s for s, o in zip(batch, outcomes, strict=True) if o is None]
+    if admitted:
+        conn.execute(insert(MessageRequest), [s.request_row for s in admitted])
+        ledger_rows = [s.ledger_row for s in admitted if s.ledger_row is not None]
+        if ledger_rows:
+            conn.execute(insert(LedgerEntry), ledger_rows)
+        messages = [row for s in admitted for row in s.message_rows]
+        if messages:
+            conn.execute(insert(Message), messages)
+        outbox.write_events(conn, [row for s in admitted for row in s.event_rows] + low)
+    crash_point("send_batch_commit")
+    return [s.response if o is None else o for s, o in zip(batch, outcomes, strict=True)]
+
+
+def _claim_idempotency_keys(
+    conn: Connection,
     batch: list[PendingSend],
     outcomes: list[dict[str, Any] | Exception | None],
 ) -> None:
@@ -383,7 +384,7 @@ async def _claim_idempotency_keys(
             outcomes[n] = _Retry()
             continue
         previous = (
-            await conn.execute(
+            conn.execute(
                 select(col(MessageRequest.request_sha256), col(MessageRequest.response)).where(
                     col(MessageRequest.project_id) == send.project_id,
                     col(MessageRequest.idempotency_key) == send.key,
@@ -399,8 +400,8 @@ async def _claim_idempotency_keys(
             outcomes[n] = conflict
 
 
-async def _screen_recipients(
-    conn: AsyncConnection,
+def _screen_recipients(
+    conn: Connection,
     batch: list[PendingSend],
     outcomes: list[dict[str, Any] | Exception | None],
 ) -> None:
@@ -409,7 +410,7 @@ async def _screen_recipients(
     limit (one more, only when a project of the batch has one), counting the batch's earlier
     requests as sent."""
     live = [n for n, outcome in enumerate(outcomes) if outcome is None]
-    suppressed = await suppressions.suppressed_among(
+    suppressed = suppressions.suppressed_among(
         conn, {(batch[n].project_id, to) for n in live for to in batch[n].recipients}
     )
     for n in live:
@@ -421,7 +422,7 @@ async def _screen_recipients(
     if not limited:
         return
     now = utcnow()
-    usage = await send_limits.recipient_usage(
+    usage = send_limits.recipient_usage(
         conn,
         {to for n in limited for to in batch[n].recipients},
         now,
@@ -447,8 +448,8 @@ def _windows_of(used: dict[int, Usage] | None) -> dict[int, Usage]:
     return {seconds: (used or {}).get(seconds, empty) for seconds in (HOUR_S, DAY_S)}
 
 
-async def _charge(
-    conn: AsyncConnection,
+def _charge(
+    conn: Connection,
     batch: list[PendingSend],
     outcomes: list[dict[str, Any] | Exception | None],
 ) -> list[dict[str, Any]]:
@@ -463,7 +464,7 @@ async def _charge(
             by_project.setdefault(send.project_id, []).append(n)
     for project_id, indexes in by_project.items():
         total = sum(batch[n].cost_atomic for n in indexes)
-        changed = await _debit(conn, project_id, total)
+        changed = _debit(conn, project_id, total)
         if changed is not None:
             account_id, balance, threshold = changed
             _note_low(low, project_id, balance + total, balance, threshold)
@@ -474,10 +475,10 @@ async def _charge(
                 batch[n].ledger_row = _ledger_row(account_id, batch[n], balance)
             continue
         for n in indexes:
-            changed = await _debit(conn, project_id, batch[n].cost_atomic)
+            changed = _debit(conn, project_id, batch[n].cost_atomic)
             if changed is None:
                 current = (
-                    await conn.execute(
+                    conn.execute(
                         select(col(CreditAccount.balance_atomic)).where(
                             col(CreditAccount.project_id) == project_id
                         )
@@ -499,7 +500,7 @@ def _note_low(
         low.append(event)
 
 
-async def _debit(conn: AsyncConnection, project_id: str, amount_atomic: int) -> Any:
+def _debit(conn: Connection, project_id: str, amount_atomic: int) -> Any:
     """The conditional charge: (account id, balance after, the project's `credits.low`
     threshold) or None when it does not cover."""
     threshold = (
@@ -508,7 +509,7 @@ async def _debit(conn: AsyncConnection, project_id: str, amount_atomic: int) -> 
         .scalar_subquery()
     )
     return (
-        await conn.execute(
+        conn.execute(
             update(CreditAccount)
             .where(
                 col(CreditAccount.project_id) == project_id,

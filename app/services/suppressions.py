@@ -10,9 +10,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from app.db.engine import Database
@@ -157,15 +158,15 @@ async def lift_opt_out(session: AsyncSession, project_id: str, number: str) -> b
     return removed.first() is not None
 
 
-async def suppressed_among(
-    conn: AsyncConnection | AsyncSession, wanted: Iterable[tuple[str, str]]
+def suppressed_among(
+    conn: Connection | Session, wanted: Iterable[tuple[str, str]]
 ) -> set[tuple[str, str]]:
     """Which `(project id, E.164 number)` pairs are suppressed: one statement on the unique
-    (project, number) index, however many pairs."""
+    (project, number) index, however many pairs. Synchronous (`Database.run`, `run_sync`)."""
     pairs = set(wanted)
     if not pairs:
         return set()
-    found = await conn.execute(
+    found = conn.execute(
         select(_SUPPRESSIONS.c.project_id, _SUPPRESSIONS.c.number).where(
             _SUPPRESSIONS.c.project_id.in_(sorted({p for p, _ in pairs})),
             _SUPPRESSIONS.c.number.in_(sorted({n for _, n in pairs})),

@@ -157,8 +157,8 @@ class X402Gateway:
         """Before any payment is asked for or taken: numbers suppressed for the x402 project
         (422 `recipient_opted_out`), then the per-recipient and per-wallet limits (429)."""
         async with self.db.reading() as session:
-            suppressed = await suppressions.suppressed_among(
-                session, {(project_id, to) for to in recipients}
+            suppressed = await session.run_sync(
+                suppressions.suppressed_among, {(project_id, to) for to in recipients}
             )
             if suppressed:
                 raise RecipientOptedOut(sorted({number for _, number in suppressed}))
