@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import weakref
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, StaticPool, event, text
+from sqlalchemy import Connection, event, make_url, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -31,16 +32,7 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("pool_reset_on_return", None)
         engine = create_async_engine(database_url, connect_args={"timeout": 30}, **kwargs)
 
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-            dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
-
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     # Sized for the concurrency one instance serves (a send, a phone frame and the sweeps may
@@ -62,31 +54,54 @@ def _sqlite_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-# Per aiosqlite connection: a synchronous SQLAlchemy connection over the same sqlite3
-# connection, used only on that connection's own worker thread (see `Database.run`).
-_SQLITE_SYNC_CONNECTIONS: weakref.WeakKeyDictionary[Any, Connection] = weakref.WeakKeyDictionary()
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+    dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (`_sqlite_begin`)
 
 
-def _sync_connection_over(driver: Any) -> Connection:
-    conn = _SQLITE_SYNC_CONNECTIONS.get(driver)
-    if conn is None:
-        engine = create_sync_engine(
-            "sqlite://", creator=lambda: driver._connection, poolclass=StaticPool
-        )
-        conn = _SQLITE_SYNC_CONNECTIONS[driver] = engine.connect()
-    return conn
+class _SqliteRunner:
+    """The hot paths' own SQLite connection, used only on its own thread: each `run` is one
+    hand-off to that thread, which runs the whole transaction there. It writes beside the async
+    engine's connection as another process would (WAL, BEGIN IMMEDIATE, the busy timeout)."""
 
+    def __init__(self, database_url: str) -> None:
+        url = make_url(database_url).set(drivername="sqlite")
+        self.engine = create_sync_engine(url, pool_size=1, max_overflow=0)
+        event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="simwire-sqlite")
+        self.conn: Connection | None = None
 
-def _run_on_sqlite_thread(driver: Any, work: Callable[[Connection], T], read_only: bool) -> T:
-    conn = _sync_connection_over(driver)
-    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-    try:
-        result = work(conn)
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
-    return result
+    async def run(self, work: Callable[[Connection], T], read_only: bool) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.thread, self._transaction, work, read_only)
+
+    def _transaction(self, work: Callable[[Connection], T], read_only: bool) -> T:
+        if self.conn is None:
+            self.conn = self.engine.connect()
+        conn = self.conn
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        return result
+
+    def _close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        self.engine.dispose()
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.thread, self._close)
+        self.thread.shutdown(wait=False)
 
 
 class Database:
@@ -96,6 +111,7 @@ class Database:
         self.url = database_url
         self.engine = create_engine(database_url, **engine_kwargs)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._runner: _SqliteRunner | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -120,24 +136,25 @@ class Database:
     async def run(self, work: Callable[[Connection], T], *, read_only: bool = False) -> T:
         """Runs `work(conn)` — synchronous Core statements on a `Connection` — as one
         transaction (committed when it returns, rolled back if it raises). On SQLite the whole
-        transaction runs in one hand-off to the connection's worker thread instead of several
-        per statement, on the same pooled connection the async sessions use (so it queues
-        behind them, never polls the lock); on PostgreSQL it runs through `run_sync`. For the
-        hot paths: `work` must not block on anything but the database."""
-        if not self.is_sqlite:
-            if read_only:
-                async with self.engine.connect() as conn:
-                    return await conn.run_sync(work)
-            async with self.engine.begin() as conn:
+        transaction is one hand-off to a thread of its own instead of several per statement
+        (`_SqliteRunner`); on PostgreSQL it runs through `run_sync` on a pooled connection.
+        For the hot paths: `work` must not wait on anything but the database."""
+        if self.is_sqlite:
+            if self._runner is None:
+                self._runner = _SqliteRunner(self.url)
+            return await self._runner.run(work, read_only)
+        if read_only:
+            async with self.engine.connect() as conn:
                 return await conn.run_sync(work)
-        async with self.engine.connect() as conn:
-            driver: Any = (await conn.get_raw_connection()).driver_connection
-            result: T = await driver._execute(_run_on_sqlite_thread, driver, work, read_only)
-            return result
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(work)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.close()
         await self.engine.dispose()

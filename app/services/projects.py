@@ -108,21 +108,21 @@ async def authenticate(db: Database, raw_key: str) -> AuthContext:
     if cached is not None:
         return cached  # type: ignore[no-any-return]
     generation = cache.generation
-    async with db.reading() as session:
-        found = (
-            await session.execute(
-                select(
-                    col(ApiKey.id),
-                    col(ApiKey.project_id),
-                    col(ApiKey.key_hash),
-                    col(ApiKey.scopes),
-                    col(ApiKey.revoked_at),
-                    col(Project.organization_id),
-                )
-                .join(Project, col(Project.id) == col(ApiKey.project_id))
-                .where(col(ApiKey.key_hash) == key_hash)
+    found = await db.run(
+        lambda conn: conn.execute(
+            select(
+                col(ApiKey.id),
+                col(ApiKey.project_id),
+                col(ApiKey.key_hash),
+                col(ApiKey.scopes),
+                col(ApiKey.revoked_at),
+                col(Project.organization_id),
             )
-        ).one_or_none()
+            .join(Project, col(Project.id) == col(ApiKey.project_id))
+            .where(col(ApiKey.key_hash) == key_hash)
+        ).one_or_none(),
+        read_only=True,
+    )
     if found is None:
         await _refuse_unclaimed_agent(db, key_hash)
         raise Unauthorized("the API key is not valid")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -117,20 +117,20 @@ async def policy_for(db: Database, settings: Settings, project_id: str | None) -
     if cached is not None and cached.price_table == table:
         return cached
     generation = cache.generation
-    async with db.reading() as session:
-        row = (
-            await session.execute(
-                select(
-                    col(ProjectPolicy.allowed_categories),
-                    col(ProjectPolicy.blocked_terms),
-                    col(ProjectPolicy.allowed_domains),
-                    col(ProjectPolicy.default_region),
-                    col(ProjectPolicy.allow_high_cost_destinations),
-                    col(ProjectPolicy.recipient_per_hour),
-                    col(ProjectPolicy.recipient_per_day),
-                ).where(col(ProjectPolicy.project_id) == project_id)
-            )
-        ).one_or_none()
+    row = await db.run(
+        lambda conn: conn.execute(
+            select(
+                col(ProjectPolicy.allowed_categories),
+                col(ProjectPolicy.blocked_terms),
+                col(ProjectPolicy.allowed_domains),
+                col(ProjectPolicy.default_region),
+                col(ProjectPolicy.allow_high_cost_destinations),
+                col(ProjectPolicy.recipient_per_hour),
+                col(ProjectPolicy.recipient_per_day),
+            ).where(col(ProjectPolicy.project_id) == project_id)
+        ).one_or_none(),
+        read_only=True,
+    )
     if row is None:
         policy = SendPolicy(table, safety.DEFAULT_POLICY, settings.default_region)
     else:
@@ -226,8 +226,7 @@ def content_sha256(items: Sequence[PreparedItem]) -> str:
     return digest.hexdigest()
 
 
-async def store_quote(
-    session: AsyncSession,
+def new_quote(
     prepared: PreparedSend,
     project_id: str | None,
     ttl_s: int,
@@ -236,9 +235,10 @@ async def store_quote(
     network: str | None = None,
     pay_to: str | None = None,
 ) -> StoredQuote:
+    """The quote of `prepared`, not yet stored."""
     now = utcnow()
     first = prepared.items[0] if prepared.items else None
-    quote = StoredQuote(
+    return StoredQuote(
         id=new_id("quo"),
         project_id=project_id,
         body_sha256=content_sha256(prepared.items),
@@ -255,6 +255,19 @@ async def store_quote(
         created_at=now,
         expires_at=now + timedelta(seconds=ttl_s),
     )
+
+
+async def store_quote(
+    session: AsyncSession,
+    prepared: PreparedSend,
+    project_id: str | None,
+    ttl_s: int,
+    purpose: str = "send",
+    asset: str | None = None,
+    network: str | None = None,
+    pay_to: str | None = None,
+) -> StoredQuote:
+    quote = new_quote(prepared, project_id, ttl_s, purpose, asset, network, pay_to)
     session.add(quote)
     await session.flush()
     return quote
@@ -269,6 +282,11 @@ async def create_quote(
 ) -> tuple[PreparedSend, StoredQuote]:
     policy = await policy_for(db, settings, project_id)
     prepared = prepare(drafts, policy, region, max_recipients=1000)
-    async with db.transaction() as session:
-        quote = await store_quote(session, prepared, project_id, settings.quote_ttl_s)
+    quote = new_quote(prepared, project_id, settings.quote_ttl_s)
+    row = {name: getattr(quote, name) for name in _QUOTE_COLUMNS}
+    await db.run(lambda conn: conn.execute(insert(StoredQuote), [row]))
     return prepared, quote
+
+
+# Every column but the sequence, which the database assigns.
+_QUOTE_COLUMNS = tuple(c.name for c in StoredQuote.__table__.columns if c.name != "seq")  # type: ignore[attr-defined]
