@@ -18,7 +18,7 @@ from app.db.engine import Database
 from app.domain import accounts as rules
 from app.domain import agent_claims, credentials
 from app.domain.errors import SimwireError
-from app.services import accounts, agent_onboarding, projects
+from app.services import accounts, agent_onboarding, pending_agents, projects
 from app.settings import Settings
 
 HOME = "/dashboard"
@@ -195,7 +195,16 @@ async def claim_page(
     except SignInRequired:
         back = quote(f"/dashboard/claim/{claim_token}", safe="/")
         return redirect(request, f"/dashboard/signin?next={back}")
-    view = await agent_onboarding.claim_view(db, claim_token, request_now(request))
+    now = request_now(request)
+    view = await agent_onboarding.claim_view(db, claim_token, now)
+    # The agent is pending in every organization this owner or admin could claim it into.
+    await pending_agents.note_opened(
+        db,
+        view.registration,
+        [org.id for org in found.profile.organizations if rules.manages(org.role)],
+        found.user.user_id,
+        now,
+    )
     return html(
         request,
         "claim.html",

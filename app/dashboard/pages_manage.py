@@ -1,5 +1,6 @@
 """What owners and admins manage in a project: phones (pairing, revoking) and SIM locks, API
-keys, claimed agents, and webhooks. Each form checks the same scope the API route does."""
+keys, agents (pending and claimed), and webhooks. Each form checks the same scope the API route
+does."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import segno
 from litestar import Request, Response, get, post
 
+from app.api.auth import request_now
 from app.api.controllers.devices import phone_socket_url
 from app.api.errors import status_for
 from app.dashboard.forms import field, signed_form, ticked
@@ -20,8 +22,7 @@ from app.domain import agent_claims, credentials
 from app.domain.errors import SimwireError
 from app.domain.events import EVENT_TYPES
 from app.hub.hub import Hub
-from app.services import agent_onboarding, devices, projects, webhooks
-from app.services.ids import utcnow
+from app.services import agent_onboarding, devices, pending_agents, projects, webhooks
 from app.settings import Settings
 from app.webhooks.delivery import DeliveryWorker
 
@@ -236,17 +237,24 @@ async def rotate_key(
 async def agents_page(
     request: Request[Any, Any, Any], db: Database, project_id: str, claimed: str | None = None
 ) -> Response[str]:
+    """The agents claimed into the project, and the organization's pending ones (whose claim
+    link one of its owners or admins opened: app/services/pending_agents.py)."""
     found = await viewer(request, project_id)
-    agents = None
+    now = request_now(request)
+    agents = pending = None
     if found.manages:
-        agents = await agent_onboarding.list_agents(db, found.require("keys.manage").project_id)
+        auth = found.require("keys.manage")
+        agents = await agent_onboarding.list_agents(db, auth.project_id)
+        organization_id = found.project.project.organization_id if found.project else ""
+        pending = await pending_agents.list_pending(db, organization_id, now)
     return html(
         request,
         "agents.html",
         viewer=found,
         agents=agents,
+        pending=pending,
         claimed=claimed,
-        now=utcnow(),
+        now=now,
         grantable=agent_claims.DEFAULT_SCOPES + agent_claims.OPTIONAL_SCOPES,
     )
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import segno
 from litestar import Request, Response, get, post
 
+from app.api.auth import request_now
 from app.api.controllers.messages import parse_drafts, parse_options
 from app.api.errors import status_for
 from app.dashboard.forms import field, signed_form
@@ -53,10 +54,10 @@ async def phone_rows(db: Database, settings: Settings, hub: Hub, project_id: str
 
 
 async def _overview_context(
-    found: Viewer, db: Database, settings: Settings, hub: Hub
+    found: Viewer, db: Database, settings: Settings, hub: Hub, now: datetime
 ) -> dict[str, Any]:
+    """The overview's figures at `now` (the request's clock): the spend windows end there."""
     auth = found.require("messages.read")
-    now = utcnow()
     stats = await reading.project_stats(db, auth.project_id, now)
     spend_24h, spend_7d = await credits.spend_since(
         db, auth.project_id, now - timedelta(hours=24), now - timedelta(days=7)
@@ -85,7 +86,7 @@ async def overview(
     request: Request[Any, Any, Any], db: Database, settings: Settings, hub: Hub, project_id: str
 ) -> Response[str]:
     found = await viewer(request, project_id)
-    context = await _overview_context(found, db, settings, hub)
+    context = await _overview_context(found, db, settings, hub, request_now(request))
     return html(request, "overview.html", viewer=found, **context)
 
 
@@ -95,7 +96,7 @@ async def overview_live(
 ) -> Response[str]:
     """The overview's live panel alone, which the page fetches every 2 seconds."""
     found = await viewer(request, project_id)
-    context = await _overview_context(found, db, settings, hub)
+    context = await _overview_context(found, db, settings, hub, request_now(request))
     return html(request, "_overview_live.html", viewer=found, **context)
 
 

@@ -543,6 +543,26 @@ class AgentRegistration(SQLModel, table=True):
     key_id: str | None = Field(default=None, max_length=40)
 
 
+class AgentClaimOpening(SQLModel, table=True):
+    """An organization that knows of a pending agent: one of its owners or admins opened the
+    agent's claim link on the dashboard, or tried a code for one of its projects. Its agents
+    pages list the registration as pending until it is claimed or expires; deleted with the
+    claim or the registration's purge."""
+
+    __tablename__ = "agent_claim_openings"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "registration_id", "organization_id", name="uq_agent_claim_openings_registration_org"
+        ),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    registration_id: str = Field(max_length=40, foreign_key="agent_registrations.id")
+    organization_id: str = Field(max_length=40, foreign_key="organizations.id", index=True)
+    opened_by: str = Field(max_length=40, foreign_key="users.id")
+    opened_at: datetime = Field(sa_type=UTCDateTime)
+
+
 class Suppression(SQLModel, table=True):
     """A number a project must not send to: it answered an opt-out keyword (`opt_out`), the
     project put it on its list (`manual`), or it could not be reached (`bounced`)."""

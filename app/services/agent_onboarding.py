@@ -37,7 +37,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db.engine import Database
-from app.db.models import AgentRegistration, ApiKey, Webhook, WebhookDelivery
+from app.db.models import (
+    AgentClaimOpening,
+    AgentRegistration,
+    ApiKey,
+    Webhook,
+    WebhookDelivery,
+)
 from app.domain import accounts as account_rules
 from app.domain import agent_claims as rules
 from app.domain import credentials
@@ -51,7 +57,7 @@ from app.domain.errors import (
     Unavailable,
     Unprocessable,
 )
-from app.services import access_cache, accounts
+from app.services import access_cache, accounts, pending_agents
 from app.services.accounts import UserContext
 from app.services.events import record_event
 from app.services.ids import iso_utc, new_id, new_secret, utcnow
@@ -435,6 +441,10 @@ async def claim(
         ):
             registration.wrong_codes += 1
             left = rules.MAX_WRONG_CODES - registration.wrong_codes
+            # A claim begun for this organization: its agents pages list the agent as pending.
+            await pending_agents.note_opening(
+                session, registration.id, [project.organization_id], user.user_id, now
+            )
             refusal = (
                 ClaimLocked()
                 if left <= 0
@@ -476,6 +486,7 @@ async def claim(
             registration.organization_id = project.organization_id
             registration.project_id = project.id
             registration.key_id = key.id
+            await pending_agents.forget_openings(session, registration.id)
             await session.flush()
             event = await record_event(
                 session, project.id, AGENT_CLAIMED, agent_object(registration, key), now=now
@@ -618,12 +629,19 @@ async def revoke_agent(db: Database, project_id: str, agent_id: str) -> AgentKey
 
 
 async def purge_expired_registrations(db: Database, now: datetime) -> int:
-    """Deletes registrations nobody claimed, a day after their claim expired; how many."""
+    """Deletes registrations nobody claimed, a day after their claim expired (with the
+    organizations' openings of them); how many."""
+    purged = (
+        col(AgentRegistration.claimed_at).is_(None),
+        col(AgentRegistration.expires_at) <= now - rules.EXPIRED_KEPT,
+    )
     async with db.transaction() as session:
-        result = await session.execute(
-            delete(AgentRegistration).where(
-                col(AgentRegistration.claimed_at).is_(None),
-                col(AgentRegistration.expires_at) <= now - rules.EXPIRED_KEPT,
+        await session.execute(
+            delete(AgentClaimOpening).where(
+                col(AgentClaimOpening.registration_id).in_(
+                    select(col(AgentRegistration.id)).where(*purged)
+                )
             )
         )
+        result = await session.execute(delete(AgentRegistration).where(*purged))
     return int(getattr(result, "rowcount", 0) or 0)

@@ -1,9 +1,9 @@
 """The dashboard in a real browser: headless Chromium from Debian's package (scripts/test
 installs it), driven by Playwright against a live server with a real phone client on the fake
 radio. An owner registers with an invite, signs in, pairs a phone and sees it come online,
-sends a message and sees it delivered, claims a self-registered agent with its code, and
-creates and revokes a key, all without reloading the pages that change. Screenshots of the
-main pages are kept in the test's temp dir."""
+sends a message and sees it delivered, sees a self-registered agent pending once its link is
+opened and claims it with its code, and creates and revokes a key, all without reloading the
+pages that change. Screenshots of the main pages are kept in the test's temp dir."""
 
 from __future__ import annotations
 
@@ -157,6 +157,13 @@ async def test_an_owner_runs_a_project_from_the_dashboard(
         agent = registered.json()
         await page.goto(agent["claim_url"])
         await expect(page.get_by_role("heading", level=1)).to_contain_text("order-bot")
+        # Opened, it is pending on the project's agents page; its link there leads back.
+        await page.goto(f"{server.url}/dashboard/p/{project_id}/agents")
+        pending = page.locator("table.pending-agents")
+        await expect(pending).to_contain_text("order-bot")
+        await expect(pending).to_contain_text("5 tries left")
+        await page.get_by_role("link", name="Claim agent order-bot").click()
+        await expect(page.get_by_role("heading", level=1)).to_contain_text("order-bot")
         assert await page.get_by_label("messages.read").is_checked()
         assert await page.get_by_label("numbers.read").is_checked()
         assert not await page.get_by_label("messages.send").is_checked()
@@ -166,6 +173,7 @@ async def test_an_owner_runs_a_project_from_the_dashboard(
         await page.get_by_role("button", name="Claim").click()
         await expect(page.locator(".ok")).to_contain_text("is claimed")
         await expect(page.locator("table.agents")).to_contain_text("order-bot")
+        await expect(page.locator("table.pending-agents")).to_contain_text("No pending agent.")
         status = await api.get(
             "/v1/agents/status", headers={"Authorization": f"Bearer {agent['api_key']}"}
         )

@@ -1,5 +1,7 @@
 """The dashboard's pages doing their work, over HTTP on both engines: an agent's claim page
-(defaults, a wrong code, a member who may not claim, the claim), messages with filters and a
+(defaults, a wrong code, a member who may not claim, the claim), pending agents listed for the
+organizations whose owners or admins opened their links (until claimed, locked or expired, then
+purged), the overview's balance and spend windows, messages with filters and a
 detail page, pairing a phone (QR and token once), SIM locks and revoking, rotating a key, a
 webhook added, tested and its delivery listed, and the credits page with the x402 top-up
 address."""
@@ -8,18 +10,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 import pytest
 from litestar import Litestar
+from sqlalchemy import func, select
 
 from app.api.app import create_app
 from app.db.engine import Database
+from app.db.models import AgentClaimOpening
+from app.domain import pricing
 from app.domain.errors import Unauthorized
 from app.services import credits, devices, projects, webhooks
 from app.services.devices import ReportedSim
+from app.services.retention import Retention, purge
 from app.settings import Settings
-from tests.support.accounts import invite_code
+from tests.support.accounts import install_clock, invite_code
 from tests.support.dashboard import csrf_of, dashboard_register
 from tests.support.live import fast_settings, live_server
 from tests.support.receiver import running_receiver
@@ -147,6 +154,146 @@ async def test_an_agent_is_claimed_on_its_claim_page(
     assert 'data-claim-status="claimed"' in again.text
 
 
+def _pending_row(page: httpx.Response, agent_id: str) -> str | None:
+    found = re.search(
+        rf'<tr data-pending-agent="{re.escape(agent_id)}">(.*?)</tr>', page.text, re.S
+    )
+    return found.group(1) if found else None
+
+
+async def _openings(db: Database) -> int:
+    async with db.reading() as session:
+        return int(
+            (
+                await session.execute(select(func.count()).select_from(AgentClaimOpening))
+            ).scalar_one()
+        )
+
+
+async def test_an_agent_is_pending_for_the_organizations_that_opened_its_link(
+    app: Litestar, owner: httpx.AsyncClient, db: Database
+) -> None:
+    clock = install_clock(app)
+    project_id = await _project(owner, db)
+    agents_path = f"/dashboard/p/{project_id}/agents"
+    organization_id = (await projects.get_project(db, project_id)).organization_id
+
+    async def agent(name: str) -> dict:
+        registered = await owner.post(
+            "/v1/agents/register", json={"name": name, "description": f"{name} waits"}
+        )
+        assert registered.status_code == 201, registered.text
+        body = registered.json()
+        body["path"] = "/dashboard/claim/" + body["claim_url"].rsplit("/", 1)[1]
+        return body
+
+    opened, unopened, by_member, to_lock = [
+        await agent(name) for name in ("opened-bot", "unopened-bot", "member-bot", "lock-bot")
+    ]
+    empty = await owner.get(agents_path)
+    assert "No pending agent." in empty.text
+
+    # The owner opens two links; a member of the organization opens another (members do not
+    # claim, so nothing is pending for them); nobody opens the fourth.
+    claim_page = await owner.get(opened["path"])
+    await owner.get(to_lock["path"])
+    async with _client(app) as member:
+        await dashboard_register(
+            member, "m@example.com", await invite_code(db, organization_id, "member")
+        )
+        assert (await member.get(by_member["path"])).status_code == 200
+        members_view = await member.get(agents_path)
+        assert "owners and admins" in members_view.text
+        assert _pending_row(members_view, opened["agent_id"]) is None
+    wrong = await owner.post(
+        opened["path"],
+        data={
+            "csrf_token": csrf_of(claim_page),
+            "verification_code": "AAAAAAAA",
+            "project_id": project_id,
+        },
+    )
+    assert wrong.status_code == 422
+    for _ in range(5):
+        await owner.post(
+            to_lock["path"],
+            data={
+                "csrf_token": csrf_of(claim_page),
+                "verification_code": "AAAAAAAA",
+                "project_id": project_id,
+            },
+        )
+
+    listed = await owner.get(agents_path)
+    row = _pending_row(listed, opened["agent_id"])
+    assert row is not None, listed.text
+    assert "opened-bot waits" in row and "Grace Hopper" in row
+    assert "pending" in row and "4 tries left" in row
+    assert f'href="{opened["path"]}"' in row
+    locked_row = _pending_row(listed, to_lock["agent_id"])
+    assert locked_row is not None and "locked" in locked_row and "href=" not in locked_row
+    assert _pending_row(listed, unopened["agent_id"]) is None
+    assert _pending_row(listed, by_member["agent_id"]) is None
+
+    # An admin of the organization sees what the owner opened.
+    async with _client(app) as admin:
+        await dashboard_register(
+            admin, "a@example.com", await invite_code(db, organization_id, "admin")
+        )
+        assert _pending_row(await admin.get(agents_path), opened["agent_id"]) is not None
+
+    # Another organization sees none of it until one of its owners is handed a link; a code
+    # tried into its own project (no page opened) makes that agent pending there too.
+    async with _client(app) as bob:
+        bobs = await _project(bob, db, "bob@example.com")
+        bobs_agents = f"/dashboard/p/{bobs}/agents"
+        theirs = await bob.get(bobs_agents)
+        assert "No pending agent." in theirs.text
+        assert all(
+            _pending_row(theirs, a["agent_id"]) is None
+            for a in (opened, unopened, by_member, to_lock)
+        )
+        tried = await bob.post(
+            unopened["path"],
+            data={
+                "csrf_token": csrf_of(theirs),
+                "verification_code": "AAAAAAAA",
+                "project_id": bobs,
+            },
+        )
+        assert tried.status_code == 422
+        theirs = await bob.get(bobs_agents)
+        assert _pending_row(theirs, unopened["agent_id"]) is not None
+        assert _pending_row(theirs, opened["agent_id"]) is None
+    assert _pending_row(await owner.get(agents_path), unopened["agent_id"]) is None
+
+    # Claimed: no longer pending, listed with the claimed agents.
+    claimed = await owner.post(
+        opened["path"],
+        data={
+            "csrf_token": csrf_of(claim_page),
+            "verification_code": opened["verification_code"],
+            "project_id": project_id,
+        },
+    )
+    assert claimed.status_code == 303, claimed.text
+    after = await owner.get(agents_path)
+    assert _pending_row(after, opened["agent_id"]) is None
+    assert f'data-agent="{opened["agent_id"]}"' in after.text
+
+    # Expired: gone from the list at once; the purge a day later takes the registrations and
+    # every organization's openings of them.
+    clock.advance(hours=72)
+    expired = await owner.get(agents_path)
+    assert expired.status_code == 200
+    assert _pending_row(expired, to_lock["agent_id"]) is None
+    assert "No pending agent." in expired.text
+    assert await _openings(db) == 2  # lock-bot's (this organization) and unopened-bot's (Bob's)
+    swept = await purge(db, Retention(0, 0, 0, 0, 0), clock.now + timedelta(hours=24))
+    assert swept.agent_registrations_deleted == 3
+    assert await _openings(db) == 0
+
+
 async def test_messages_are_sent_listed_filtered_and_shown(
     owner: httpx.AsyncClient, db: Database
 ) -> None:
@@ -197,6 +344,43 @@ async def test_messages_are_sent_listed_filtered_and_shown(
     )
     assert blocked.status_code in (400, 422)
     assert (await credits.project_ledger(db, project_id)).balance_atomic == balance
+
+
+def _figure(page: httpx.Response, name: str) -> str:
+    found = re.search(rf'data-figure="{name}">([^<]+)<', page.text)
+    assert found, name
+    return found.group(1)
+
+
+async def test_the_overview_shows_the_balance_and_the_spend_of_24_hours_and_7_days(
+    app: Litestar, owner: httpx.AsyncClient, db: Database
+) -> None:
+    clock = install_clock(app)
+    project_id = await _project(owner, db)
+    await credits.grant(db, project_id, 1_000_000)
+    form = await owner.get(f"/dashboard/p/{project_id}/send")
+    sent = await owner.post(
+        f"/dashboard/p/{project_id}/send",
+        data={"csrf_token": csrf_of(form), "to": "+14155550101\n+14155550102", "message": "Hi"},
+    )
+    assert sent.status_code == 303, sent.text
+    balance = (await credits.project_ledger(db, project_id, limit=1)).balance_atomic
+    spent = 1_000_000 - balance
+    assert spent > 0
+
+    today = await owner.get(f"/dashboard/p/{project_id}/live")
+    assert _figure(today, "balance") == f"{pricing.format_usdc(balance)} USDC"
+    assert _figure(today, "spend-24h") == f"{pricing.format_usdc(spent)} USDC"
+    assert _figure(today, "spend-7d") == f"{pricing.format_usdc(spent)} USDC"
+    # Two days on, the charge has left the 24-hour window but not the 7-day one.
+    clock.advance(days=2)
+    later = await owner.get(f"/dashboard/p/{project_id}")
+    assert _figure(later, "spend-24h") == f"{pricing.format_usdc(0)} USDC"
+    assert _figure(later, "spend-7d") == f"{pricing.format_usdc(spent)} USDC"
+    clock.advance(days=6)
+    gone = await owner.get(f"/dashboard/p/{project_id}/live")
+    assert _figure(gone, "spend-7d") == f"{pricing.format_usdc(0)} USDC"
+    assert _figure(gone, "balance") == f"{pricing.format_usdc(balance)} USDC"
 
 
 async def test_pairing_shows_the_qr_and_token_once_then_locks_and_revokes(
