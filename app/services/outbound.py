@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -124,13 +124,15 @@ def sim_matches(selector: str, sim: SimLike) -> bool:
 
 async def has_queued(db: Database, project_id: str) -> bool:
     """Whether the project has anything waiting: a cheap look before a claim pass."""
-    async with db.sessions() as session:
-        found = await session.execute(
+    found = await db.run(
+        lambda conn: conn.execute(
             select(col(Message.id))
             .where(col(Message.project_id) == project_id, col(Message.status) == statuses.QUEUED)
             .limit(1)
-        )
-        return found.first() is not None
+        ).first(),
+        read_only=True,
+    )
+    return found is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,60 +173,59 @@ async def claim_queued(
     if max_candidates <= 0:
         return []
     now = utcnow()
-    async with db.transaction() as session:
-        rows = (
-            await session.execute(
-                select(
-                    col(Message.id),
-                    col(Message.to_number),
-                    col(Message.body),
-                    col(Message.segment_count),
-                    col(Message.sim_selector),
-                    col(Message.expires_at),
-                )
-                .where(
-                    col(Message.project_id) == project_id,
-                    col(Message.status) == statuses.QUEUED,
-                    col(Message.direction) == "out",
-                    or_(col(Message.expires_at).is_(None), col(Message.expires_at) > now),
-                )
-                .order_by(col(Message.seq))
-                .limit(max_candidates)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
-        if not rows:
-            return []
-        locked = frozenset(
-            (
-                await session.execute(
-                    select(col(Sim.id)).where(
-                        col(Sim.project_id) == project_id, col(Sim.locked).is_(True)
-                    )
-                )
-            ).scalars()
+    return await db.run(lambda conn: _claim(conn, project_id, max_candidates, plan, now))
+
+
+def _claim(
+    conn: Connection, project_id: str, max_candidates: int, plan: ClaimPlanner, now: datetime
+) -> list[Claim]:
+    rows = conn.execute(
+        select(
+            col(Message.id),
+            col(Message.to_number),
+            col(Message.body),
+            col(Message.segment_count),
+            col(Message.sim_selector),
+            col(Message.expires_at),
         )
-        claims = plan([Candidate(*row) for row in rows], locked)
-        if claims:
-            await session.execute(
-                update(_MESSAGES)
-                .where(_MESSAGES.c.id == bindparam("message_id"))
-                .values(
-                    status=statuses.SENDING,
-                    device_id=bindparam("claim_device"),
-                    sim_id=bindparam("claim_sim"),
-                    dispatched_at=now,
-                    attempts=_MESSAGES.c.attempts + 1,
-                ),
-                [
-                    {
-                        "message_id": claim.message.id,
-                        "claim_device": claim.device_id,
-                        "claim_sim": claim.sim_id,
-                    }
-                    for claim in claims
-                ],
-            )
+        .where(
+            col(Message.project_id) == project_id,
+            col(Message.status) == statuses.QUEUED,
+            col(Message.direction) == "out",
+            or_(col(Message.expires_at).is_(None), col(Message.expires_at) > now),
+        )
+        .order_by(col(Message.seq))
+        .limit(max_candidates)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        return []
+    locked = frozenset(
+        conn.execute(
+            select(col(Sim.id)).where(col(Sim.project_id) == project_id, col(Sim.locked).is_(True))
+        ).scalars()
+    )
+    claims = plan([Candidate(*row) for row in rows], locked)
+    if claims:
+        conn.execute(
+            update(_MESSAGES)
+            .where(_MESSAGES.c.id == bindparam("message_id"))
+            .values(
+                status=statuses.SENDING,
+                device_id=bindparam("claim_device"),
+                sim_id=bindparam("claim_sim"),
+                dispatched_at=now,
+                attempts=_MESSAGES.c.attempts + 1,
+            ),
+            [
+                {
+                    "message_id": claim.message.id,
+                    "claim_device": claim.device_id,
+                    "claim_sim": claim.sim_id,
+                }
+                for claim in claims
+            ],
+        )
     return claims
 
 

@@ -25,6 +25,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy import Row, Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from app.db.engine import Database
@@ -241,7 +242,8 @@ class DeliveryWorker:
         if not self.db.is_sqlite:
             query = query.with_for_update(skip_locked=True)  # another instance may be claiming it
         async with self.db.transaction() as session:
-            claimed = await self._lease(session, now, list(await session.execute(query)))
+            picked = list(await session.execute(query))
+            claimed = await session.run_sync(self._lease, now, picked)
         for one in claimed:
             result = await self._send(one)
             await record_attempts(self.db, [(one.delivery_id, result)], self.clock(), self.random)
@@ -269,32 +271,39 @@ class DeliveryWorker:
         return query
 
     async def _route_and_claim(self, now: datetime, room: int) -> tuple[list[_Claimed], int]:
-        async with self.db.transaction() as session:
-            routed = await route_in(session, self.db.is_sqlite, now)
-            if room <= 0:
-                return [], routed
-            # A few endpoints' worth of candidates: a backlog of one endpoint beyond what it
-            # may hold here is not read (and locked) every round.
-            limit = min(room, CLAIM_CANDIDATES)
-            query = self._due(now).order_by(_DELIVERIES.c.next_attempt_at).limit(limit)
-            if not self.db.is_sqlite:
-                query = query.with_for_update(skip_locked=True, of=_DELIVERIES)
-            held = dict(self._held)
-            picked: list[Row[tuple[str, str, str]]] = []
-            for row in await session.execute(query):
-                if held.get(row.webhook_id, 0) < MAX_HELD_PER_ENDPOINT:
-                    held[row.webhook_id] = held.get(row.webhook_id, 0) + 1
-                    picked.append(row)
-            return await self._lease(session, now, picked), routed
+        return await self.db.run(
+            lambda conn: self._route_and_claim_in(Session(bind=conn), now, room)
+        )
 
-    async def _lease(
-        self, session: AsyncSession, now: datetime, picked: Sequence[Row[tuple[str, str, str]]]
+    def _route_and_claim_in(
+        self, session: Session, now: datetime, room: int
+    ) -> tuple[list[_Claimed], int]:
+        routed = route_in(session, self.db.is_sqlite, now)
+        if room <= 0:
+            return [], routed
+        # A few endpoints' worth of candidates: a backlog of one endpoint beyond what it may
+        # hold here is not read (and locked) every round.
+        limit = min(room, CLAIM_CANDIDATES)
+        query = self._due(now).order_by(_DELIVERIES.c.next_attempt_at).limit(limit)
+        if not self.db.is_sqlite:
+            query = query.with_for_update(skip_locked=True, of=_DELIVERIES)
+        held = dict(self._held)
+        picked: list[Row[tuple[str, str, str]]] = []
+        for row in session.execute(query):
+            if held.get(row.webhook_id, 0) < MAX_HELD_PER_ENDPOINT:
+                held[row.webhook_id] = held.get(row.webhook_id, 0) + 1
+                picked.append(row)
+        return self._lease(session, now, picked), routed
+
+    def _lease(
+        self, session: Session, now: datetime, picked: Sequence[Row[tuple[str, str, str]]]
     ) -> list[_Claimed]:
-        """Leases `picked` (in the caller's transaction); each with its endpoint and event."""
+        """Leases `picked` (in the caller's synchronous transaction); each with its endpoint
+        and event."""
         if not picked:
             return []
         lease = now + timedelta(seconds=self.settings.webhook_lease_s)
-        await session.execute(
+        session.execute(
             sa.update(_DELIVERIES)
             .where(_DELIVERIES.c.id.in_([row.id for row in picked]))
             .values(leased_until=lease)
@@ -302,13 +311,13 @@ class DeliveryWorker:
         webhook_ids = {row.webhook_id for row in picked}
         webhooks = {
             webhook.id: webhook
-            for webhook in (
-                await session.execute(select(Webhook).where(col(Webhook.id).in_(webhook_ids)))
+            for webhook in session.execute(
+                select(Webhook).where(col(Webhook.id).in_(webhook_ids))
             ).scalars()
         }
         events = {
             event.id: event
-            for event in await session.execute(
+            for event in session.execute(
                 select(
                     _EVENTS.c.id,
                     _EVENTS.c.type,

@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from app.db.engine import Database
@@ -33,25 +33,24 @@ WEBHOOK_TEST = "webhook.test"
 
 async def route_events(db: Database, now: datetime | None = None, batch: int = BATCH) -> int:
     """Routes up to `batch` unrouted events, oldest first, in one transaction; how many."""
-    async with db.transaction() as session:
-        return await route_in(session, db.is_sqlite, now or utcnow(), batch)
+    when = now or utcnow()
+    return await db.run(lambda conn: route_in(Session(bind=conn), db.is_sqlite, when, batch))
 
 
-async def route_in(
-    session: AsyncSession, is_sqlite: bool, now: datetime, batch: int = BATCH
-) -> int:
-    """`route_events` in the caller's transaction (the worker claims in the same one)."""
+def route_in(session: Session, is_sqlite: bool, now: datetime, batch: int = BATCH) -> int:
+    """`route_events` in the caller's (synchronous) transaction: the worker claims in the same
+    one."""
     query = select(Event).where(col(Event.routed) == sa.false()).order_by(col(Event.seq))
     query = query.limit(batch)
     if not is_sqlite:
         query = query.with_for_update(skip_locked=True)
-    events = list((await session.execute(query)).scalars().all())
+    events = list(session.execute(query).scalars().all())
     if not events:
         return 0
-    rows = await _deliveries_for(session, events, now)
+    rows = _deliveries_for(session, events, now)
     if rows:
-        await session.execute(insert(WebhookDelivery), rows)
-    await session.execute(
+        session.execute(insert(WebhookDelivery), rows)
+    session.execute(
         update(Event).where(col(Event.seq).in_([event.seq for event in events])).values(routed=True)
     )
     return len(events)
@@ -74,13 +73,11 @@ def new_delivery(project_id: str, webhook_id: str, event: Event, now: datetime) 
     }
 
 
-async def _deliveries_for(
-    session: AsyncSession, events: list[Event], now: datetime
-) -> list[dict[str, Any]]:
+def _deliveries_for(session: Session, events: list[Event], now: datetime) -> list[dict[str, Any]]:
     projects = {event.project_id for event in events}
     endpoints: dict[str, list[Webhook]] = defaultdict(list)
     for webhook in (
-        await session.execute(
+        session.execute(
             select(Webhook).where(
                 col(Webhook.project_id).in_(projects),
                 col(Webhook.enabled) == sa.true(),
@@ -97,7 +94,7 @@ async def _deliveries_for(
         if event.type == MESSAGE_RECEIVED and isinstance(event.data.get("in_reply_to"), str)
     }
     if replied_to:
-        found = await session.execute(
+        found = session.execute(
             select(col(Message.id), col(Message.request_id)).where(
                 col(Message.id).in_(replied_to), col(Message.request_id).is_not(None)
             )
@@ -111,7 +108,7 @@ async def _deliveries_for(
     callbacks: dict[str, list[Webhook]] = defaultdict(list)
     if request_ids:
         for webhook in (
-            await session.execute(
+            session.execute(
                 select(Webhook).where(
                     col(Webhook.request_id).in_(request_ids), col(Webhook.enabled) == sa.true()
                 )
