@@ -16,7 +16,7 @@ from litestar import Litestar
 
 from app.api.app import create_app
 from app.db.engine import Database
-from app.services import devices, webhooks
+from app.services import credits, devices, webhooks
 from app.services.retention import Retention, purge
 from app.settings import Settings
 from tests.conftest import app_client
@@ -97,6 +97,15 @@ async def test_registering_without_an_invite_needs_open_registration(http, setti
         pair = (await sign_in(open_http, "solo@example.com")).json()
         me = (await open_http.get("/v1/auth/user", headers=_bearer(pair["access_token"]))).json()
     assert me["role"] == "owner" and len(me["organizations"]) == 1
+
+
+async def test_simwire_open_registration_true_lets_anyone_register(settings, db, monkeypatch):
+    monkeypatch.setenv("SIMWIRE_OPEN_REGISTRATION", "true")
+    from_env = Settings(**settings.model_dump(exclude={"open_registration"}))
+    assert from_env.open_registration is True
+    async with app_client(create_app(from_env, db)) as http:
+        registered = await register(http, "open@example.com", None)
+        assert registered.status_code == 201, registered.text
 
 
 async def test_a_duplicate_email_is_409_whatever_its_case(http, db):
@@ -256,12 +265,19 @@ async def test_roles_members_read_admins_manage_keys(http, db):
     assert (
         await http.post("/v1/devices", json={"name": "p"}, headers=as_member)
     ).status_code == 403
+    for method, path in (("GET", "/v1/webhooks"), ("GET", "/v1/agents")):
+        refused_here = await http.request(method, path, headers=as_member)
+        assert refused_here.status_code == 403, (path, refused_here.text)
 
     as_admin = admin.headers(project_id)
     made = await http.post("/v1/keys", json={"name": "ci"}, headers=as_admin)
     assert made.status_code == 201, made.text
     assert (await http.post("/v1/devices", json={"name": "p"}, headers=as_admin)).status_code == 201
     assert (await http.get("/v1/agents", headers=as_admin)).status_code == 200
+    hook = await http.post(
+        "/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}, headers=as_admin
+    )
+    assert hook.status_code == 201, hook.text
     # No role sends: an API key is the credential for that.
     send = await http.post(
         "/v1/messages", json={"to": "+14155550100", "message": "hi"}, headers=as_admin
@@ -286,14 +302,45 @@ async def test_user_tokens_stay_in_their_organization_on_every_route(http, app, 
     my_project = await http.post("/v1/projects", json={"name": "a"}, headers=mine.headers())
     their_project = await http.post("/v1/projects", json={"name": "b"}, headers=theirs.headers())
     my_id, their_id = my_project.json()["id"], their_project.json()["id"]
-    # Objects of the other organization to name in paths.
+    # Objects of the other organization to name in paths: every kind a path can name.
+    their_key = {"Authorization": f"Bearer {their_project.json()['key']['key']}"}
+    paired = await devices.pair_device(db, their_id, "b-phone")
+    (their_sim,) = await devices.report_sims(
+        db, paired.device, [devices.ReportedSim(slot=0, number="+15550100001")]
+    )
+    hook = await webhooks.create_webhook(db, settings, their_id, "http://127.0.0.1:9/hook")
+    await credits.grant(db, their_id, 1_000_000)
+    sent = await http.post(
+        "/v1/messages", json={"to": "+14155550100", "message": "hi"}, headers=their_key
+    )
+    assert sent.status_code == 202, sent.text
+    agent = (await http.post("/v1/agents/register", json={"name": "b-agent"})).json()
+    claimed = await http.post(
+        "/v1/agents/claims/" + agent["claim_url"].rsplit("/", 1)[1],
+        json={"verification_code": agent["verification_code"], "project_id": their_id},
+        headers=theirs.headers(),
+    )
+    assert claimed.status_code == 200, claimed.text
     their_ids = {
         "key_id": their_project.json()["key"]["id"],
-        "device_id": (await devices.pair_device(db, their_id, "b-phone")).device.id,
-        "webhook_id": (
-            await webhooks.create_webhook(db, settings, their_id, "http://127.0.0.1:9/hook")
-        ).webhook.id,
+        "device_id": paired.device.id,
+        "sim_id": their_sim.id,
+        "webhook_id": hook.webhook.id,
+        "delivery_id": await webhooks.create_test_delivery(db, their_id, hook.webhook.id),
+        "message_id": sent.json()["messages"][0]["id"],
+        "request_id": sent.json()["request_id"],
+        "agent_id": claimed.json()["id"],
     }
+    # Claiming into their project is refused like any other route, without using a try.
+    mine_agent = (await http.post("/v1/agents/register", json={"name": "a-agent"})).json()
+    mine_claim = "/v1/agents/claims/" + mine_agent["claim_url"].rsplit("/", 1)[1]
+    into_theirs = await http.post(
+        mine_claim,
+        json={"verification_code": "AAAAAAAA", "project_id": their_id},
+        headers=mine.headers(),
+    )
+    assert into_theirs.status_code == 404, into_theirs.text
+    assert (await http.get(mine_claim)).json()["attempts_left"] == 5
 
     routes = _user_routes(app)
     assert len(routes) >= 25, routes
@@ -312,9 +359,17 @@ async def test_user_tokens_stay_in_their_organization_on_every_route(http, app, 
             )
             assert answer.status_code in (400, 403, 404), (method, path, answer.text)
 
-    # Their lists never show through ours.
+    # Their lists never show through ours, and nothing of theirs was touched.
     keys = (await http.get("/v1/keys", headers=mine.headers(my_id))).json()["data"]
     assert their_ids["key_id"] not in {key["id"] for key in keys}
+    assert (await http.get("/v1/project", headers=their_key)).status_code == 200
+    message = await http.get(f"/v1/messages/{their_ids['message_id']}", headers=their_key)
+    assert message.json()["status"] == "queued"
+    agent_key = {"Authorization": f"Bearer {agent['api_key']}"}
+    assert (await http.get("/v1/project", headers=agent_key)).status_code == 200
+    (sim,) = (await devices.sim_inventory(db, their_id, 60)).known_sims
+    assert not sim.locked
+    assert (await devices.authenticate_device(db, paired.token)).id == paired.device.id
     listed = (await http.get("/v1/projects", headers=mine.headers())).json()["data"]
     assert [p["id"] for p in listed] == [my_id]
 

@@ -267,6 +267,23 @@ async def test_more_than_five_registrations_an_hour_from_one_address_is_429(sett
         await register_agent(http, "agent-5")
 
 
+async def test_the_hourly_budget_comes_from_simwire_agent_registrations_per_hour(
+    settings, db, monkeypatch
+):
+    monkeypatch.setenv("SIMWIRE_AGENT_REGISTRATIONS_PER_HOUR", "2")
+    from_env = Settings(
+        **{**settings.model_dump(exclude={"agent_registrations_per_hour"}), "rate_limits": True}
+    )
+    assert from_env.agent_registrations_per_hour == 2
+    async with app_client(create_app(from_env, db)) as http:
+        await register_agent(http, "first")
+        await register_agent(http, "second")
+        refused = await http.post("/v1/agents/register", json={"name": "third"})
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["limit"] == "agent_registrations"
+        assert 0 < int(refused.headers["retry-after"]) <= 3600
+
+
 async def test_five_wrong_codes_lock_the_claim(http, db):
     owner, project_id = await owner_with_project(http, db)
     member = await new_user(http, db, "member@example.com", "org-owner@example.com", "member")

@@ -1,8 +1,8 @@
 """The dashboard's pages over HTTP on both engines (no browser): forms refuse a POST without
 their CSRF token, the session cookies are HttpOnly and SameSite=Lax (Secure over https), every
 page carries a Content-Security-Policy, a member cannot create keys, another organization's
-project is not reachable, signing out ends the session, an expired access token is refreshed,
-and none of it is in the OpenAPI document."""
+project and its objects are not reachable on any project route, signing out ends the session,
+an expired access token is refreshed, and none of it is in the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from litestar import Litestar
 
 from app.api.app import create_app
 from app.db.engine import Database
-from app.services import accounts, devices, projects
+from app.services import accounts, credits, devices, projects, webhooks
 from app.settings import Settings
 from tests.support.accounts import install_clock, invite_code
 from tests.support.dashboard import csrf_of, dashboard_register, dashboard_sign_in
@@ -80,6 +80,21 @@ async def test_a_post_without_its_csrf_token_is_refused(
         f"/dashboard/p/{project_id}/keys", data={"name": "k", "csrf_token": csrf_of(keys_page)}
     )
     assert made.status_code == 201
+    assert len(await projects.list_keys(db, project_id)) == before + 1
+
+    # Every other form of the dashboard refuses a POST without it, before it does anything.
+    posts = [
+        route.path_format
+        for route in app.routes
+        if route.path_format.startswith("/dashboard") and "POST" in getattr(route, "methods", ())
+    ]
+    assert len(posts) >= 16, posts
+    for path in posts:
+        url = path.replace("{project_id}", project_id)
+        url = re.sub(r"\{[a-z_]+\}", "x_missing", url)
+        answer = await browser.post(url, data={"name": "k", "to": "+14155550100"})
+        assert answer.status_code == 403, (path, answer.status_code)
+        assert "csrf_refused" in answer.text, path
     assert len(await projects.list_keys(db, project_id)) == before + 1
 
     # Signed-out forms too: a sign-in posted without the cookie's token is refused.
@@ -265,26 +280,103 @@ async def test_a_member_cannot_create_keys(app: Litestar, db: Database) -> None:
     assert len(await projects.list_keys(db, project_id)) == before
 
 
+def _project_routes(app: Litestar) -> list[tuple[str, str]]:
+    """Every dashboard route about one project, with its methods (from the app itself, so a
+    page added later is covered)."""
+    return [
+        (method, route.path_format)
+        for route in app.routes
+        if route.path_format.startswith("/dashboard/p/{project_id}")
+        for method in sorted(getattr(route, "methods", ()))
+        if method in ("GET", "POST")
+    ]
+
+
 async def test_another_organizations_project_is_not_reachable(app: Litestar, db: Database) -> None:
-    async with _client(app) as alice:
+    async with _client(app) as alice, _client(app) as bob:
         alices = await _owner_with_project(alice, db, "alice@example.com")
-    async with _client(app) as bob:
         bobs = await _owner_with_project(bob, db, "bob@example.com")
+        # Alice's objects, one of each kind a dashboard path names.
+        issued = await projects.create_key(db, alices, "alice-ci")
+        paired = await devices.pair_device(db, alices, "alice-phone")
+        (sim,) = await devices.report_sims(
+            db, paired.device, [devices.ReportedSim(slot=0, number="+15550100002")]
+        )
+        hook = await webhooks.create_webhook(
+            db, app.state["settings"], alices, "http://127.0.0.1:9/a"
+        )
+        await credits.grant(db, alices, 1_000_000)
+        key = {"Authorization": f"Bearer {issued.raw}"}
+        sent = await alice.post(
+            "/v1/messages", json={"to": "+14155550100", "message": "hi"}, headers=key
+        )
+        assert sent.status_code == 202, sent.text
+        agent = (await alice.post("/v1/agents/register", json={"name": "alice-bot"})).json()
+        claim_path = urlsplit(agent["claim_url"]).path
+        claim_page = await alice.get(claim_path)
+        claimed = await alice.post(
+            claim_path,
+            data={
+                "csrf_token": csrf_of(claim_page),
+                "verification_code": agent["verification_code"],
+                "project_id": alices,
+            },
+        )
+        assert claimed.status_code == 303, claimed.text
+        alices_ids = {
+            "key_id": issued.key.id,
+            "device_id": paired.device.id,
+            "sim_id": sim.id,
+            "webhook_id": hook.webhook.id,
+            "message_id": sent.json()["messages"][0]["id"],
+            "agent_id": claimed.headers["location"].rsplit("=", 1)[1],
+        }
+
         page = await bob.get(f"/dashboard/p/{bobs}")
         token = csrf_of(page)
         assert alices not in (await bob.get("/dashboard/projects")).text
-        for section in ("", "/live", "/messages", "/keys", "/phones", "/webhooks", "/credits"):
-            found = await bob.get(f"/dashboard/p/{alices}{section}")
-            assert found.status_code == 404, section
-        for action in ("/keys", "/phones", "/webhooks", "/send"):
-            posted = await bob.post(
-                f"/dashboard/p/{alices}{action}",
-                data={"csrf_token": token, "name": "x", "to": "+14155550100", "message": "hi"},
-            )
-            assert posted.status_code == 404, action
+        form = {
+            "csrf_token": token,
+            "name": "x",
+            "to": "+14155550100",
+            "message": "hi",
+            "url": "http://127.0.0.1:9/b",
+            "locked": "1",
+            "scopes": ["messages.read"],
+        }
+        routes = _project_routes(app)
+        assert len(routes) >= 24, routes
+        for method, path in routes:
+            filled = path
+            for name, value in alices_ids.items():
+                filled = filled.replace("{" + name + "}", value)
+            # Alice's project: it does not exist for Bob.
+            url = filled.replace("{project_id}", alices)
+            answer = await bob.request(method, url, data=form if method == "POST" else None)
+            assert answer.status_code == 404, (method, path, answer.status_code)
+            if path.count("{") == 1:
+                continue
+            # Bob's own project, Alice's objects: never found there.
+            url = filled.replace("{project_id}", bobs)
+            answer = await bob.request(method, url, data=form if method == "POST" else None)
+            if path.endswith("/phones/{device_id}/live"):
+                # The pairing page's poll says the phone is not (or no longer) in the project.
+                assert answer.status_code == 200 and "not in the project" in answer.text
+                assert "alice-phone" not in answer.text
+            else:
+                assert answer.status_code == 404, (method, path, answer.status_code)
         switched = await bob.get("/dashboard/switch", params={"project": alices})
         assert switched.headers["location"] == "/dashboard"
-    assert len(await projects.list_keys(db, alices)) == 1  # only its first key
+
+        # Nothing of Alice's changed: her keys, phone, SIM, agent and webhooks are as they were.
+        assert all(k.revoked_at is None for k in await projects.list_keys(db, alices))
+        assert (await alice.get("/v1/project", headers=key)).status_code == 200
+        agent_key = {"Authorization": f"Bearer {agent['api_key']}"}
+        assert (await alice.get("/v1/project", headers=agent_key)).status_code == 200
+    assert (await devices.authenticate_device(db, paired.token)).id == paired.device.id
+    (after,) = (await devices.sim_inventory(db, alices, 60)).known_sims
+    assert not after.locked
+    assert [h.id for h in await webhooks.list_webhooks(db, alices)] == [hook.webhook.id]
 
 
 async def test_signing_out_ends_the_session(browser: httpx.AsyncClient, db: Database) -> None:
