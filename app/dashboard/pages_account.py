@@ -17,7 +17,7 @@ from app.dashboard.session import CLEAR_STATE, NEW_TOKENS_STATE, SignInRequired,
 from app.db.engine import Database
 from app.domain import accounts as rules
 from app.domain import agent_claims, credentials
-from app.domain.errors import SimwireError
+from app.domain.errors import RateLimited, SimwireError
 from app.services import accounts, agent_onboarding, pending_agents, projects
 from app.settings import Settings
 
@@ -37,6 +37,21 @@ def safe_next(target: str | None) -> str:
 
 def _client_address(request: Request[Any, Any, Any]) -> str:
     return bucket_of_address(request.app.state["rate_limits"].addresses.of(request.scope))
+
+
+def _refused(
+    request: Request[Any, Any, Any], template: str, exc: SimwireError, **context: Any
+) -> Response[str]:
+    """A signed-out form shown again with why it was refused; a lockout also says when to try
+    again, in the page and in `Retry-After`, as the API does."""
+    message = exc.message
+    retry_after_s = exc.details.get("retry_after_s") if isinstance(exc, RateLimited) else None
+    if retry_after_s:
+        message = f"{message} (in {max(1, (int(retry_after_s) + 59) // 60)} min)"
+    response = html(request, template, status_code=status_for(exc), error=message, **context)
+    if retry_after_s:
+        response.headers["Retry-After"] = str(int(retry_after_s))
+    return response
 
 
 @get("/")
@@ -69,14 +84,7 @@ async def signin(
             request_now(request),
         )
     except SimwireError as exc:
-        return html(
-            request,
-            "signin.html",
-            status_code=status_for(exc),
-            error=exc.message,
-            email=email,
-            next=target,
-        )
+        return _refused(request, "signin.html", exc, email=email, next=target)
     request.scope["state"][NEW_TOKENS_STATE] = pair
     return redirect(request, target)
 
@@ -104,15 +112,8 @@ async def register(
             db, settings, email, password, _client_address(request), request_now(request)
         )
     except SimwireError as exc:
-        return html(
-            request,
-            "register.html",
-            status_code=status_for(exc),
-            error=exc.message,
-            email=email,
-            name=name,
-            invite=invite,
-            next=target,
+        return _refused(
+            request, "register.html", exc, email=email, name=name, invite=invite, next=target
         )
     request.scope["state"][NEW_TOKENS_STATE] = pair
     return redirect(request, target)

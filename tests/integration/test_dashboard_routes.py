@@ -2,7 +2,8 @@
 their CSRF token, the session cookies are HttpOnly and SameSite=Lax (Secure over https), every
 page carries a Content-Security-Policy, a member cannot create keys, another organization's
 project and its objects are not reachable on any project route, signing out ends the session,
-an expired access token is refreshed, and none of it is in the OpenAPI document."""
+an expired access token is refreshed, a locked sign-in says when to try again, and none of it
+is in the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -430,6 +431,24 @@ async def test_signed_out_visitors_go_to_sign_in_and_come_back(
     await dashboard_register(browser, "back@example.com", await invite_code(db))
     page = await browser.get("/dashboard/signin?next=https://evil.example/")
     assert 'name="next" value="/dashboard"' in page.text
+
+
+async def test_a_locked_sign_in_says_when_to_try_again(
+    app: Litestar, browser: httpx.AsyncClient, db: Database
+) -> None:
+    clock = install_clock(app)
+    await dashboard_register(browser, "locked@example.com", await invite_code(db))
+    async with _client(app) as someone:
+        for _ in range(10):
+            wrong = await dashboard_sign_in(someone, "locked@example.com", "not-the-password-9")
+            assert wrong.status_code == 401
+        locked = await dashboard_sign_in(someone, "locked@example.com")
+        assert locked.status_code == 429
+        assert locked.headers["retry-after"] == str(15 * 60)
+        assert "in 15 min" in locked.text
+        assert "simwire_access" not in locked.headers.get("set-cookie", "")
+        clock.advance(minutes=15)
+        assert (await dashboard_sign_in(someone, "locked@example.com")).status_code == 303
 
 
 async def test_dashboard_routes_are_not_in_the_openapi_document(
