@@ -13,9 +13,11 @@ from typing import Any
 import httpx
 import pytest
 from litestar import Litestar
+from sqlalchemy import select
 
 from app.api.app import create_app
 from app.db.engine import Database
+from app.db.models import User
 from app.services import credits, devices, webhooks
 from app.services.retention import Retention, purge
 from app.settings import Settings
@@ -54,6 +56,11 @@ async def test_register_with_an_invite_then_sign_in_and_read_the_user(http, db):
     assert registered.status_code == 201, registered.text
     body = registered.json()
     assert body["success"] is True and body["user_id"].startswith("usr_") and body["message"]
+    async with db.reading() as session:
+        stored = (
+            await session.execute(select(User.password_hash).where(User.id == body["user_id"]))
+        ).scalar_one()
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
 
     tokens = await sign_in(http, "ada@example.com")
     assert tokens.status_code == 200, tokens.text
