@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from app.db import immediate
 
 READ_ONLY = "simwire_read_only"
 T = TypeVar("T")
@@ -148,6 +150,15 @@ class Database:
                 return await conn.run_sync(work)
         async with self.engine.begin() as conn:
             return await conn.run_sync(work)
+
+    async def run_unit(self, work: Callable[[AsyncSession], Coroutine[Any, Any, T]]) -> T:
+        """Runs `work(session)`, an async unit of work whose only awaits are its session's
+        `execute` and `flush`, as one transaction: on SQLite through `run`, in one hand-off
+        (app/db/immediate.py), on PostgreSQL in `transaction()`."""
+        if not self.is_sqlite:
+            async with self.transaction() as session:
+                return await work(session)
+        return await self.run(lambda conn: immediate.run(work, conn))
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

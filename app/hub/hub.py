@@ -18,6 +18,7 @@ from litestar import WebSocket
 from litestar.channels import ChannelsPlugin
 from litestar.exceptions import WebSocketDisconnect
 from litestar.types import ReceiveMessage
+from sqlalchemy.ext.asyncio import AsyncSession
 from uvicorn.protocols.utils import ClientDisconnected
 
 from app.db.engine import Database
@@ -523,6 +524,10 @@ class Hub:
     async def _commit(self, batch: list[tuple[PhoneConnection, _Frame]]) -> list[list[str]]:
         """Writes a batch in one transaction and applies it to the phones' live state after
         the commit; returns each frame's answers, in order."""
+        if not any(
+            isinstance(f, protocol.Hello | protocol.Sims | protocol.Inbound) for _, f in batch
+        ):
+            return await self._commit_reports(batch)
         reports: list[outbound.Report] = []
         report_index: list[int] = []
         inbound: list[DeviceSms] = []
@@ -599,6 +604,22 @@ class Hub:
             connection = batch[index][0]
             answers[index] = self._answer(connection, report, outcome)
         return answers
+
+    async def _commit_reports(self, batch: list[tuple[PhoneConnection, _Frame]]) -> list[list[str]]:
+        """A batch of reports only (the common one), as one unit of work: one hand-off on
+        SQLite (`Database.run_unit`)."""
+        reports = [_report(connection.device, frame) for connection, frame in batch]
+
+        async def write(session: AsyncSession) -> list[outbound.Outcome]:
+            outcomes = await outbound.apply_reports(session, reports)
+            crash_point(CRASH_BEFORE_REPORTS_COMMIT)
+            return outcomes
+
+        outcomes = await self.db.run_unit(write)
+        return [
+            self._answer(connection, report, outcome)
+            for (connection, _), report, outcome in zip(batch, reports, outcomes, strict=True)
+        ]
 
     def _answer(
         self, connection: PhoneConnection, report: outbound.Report, outcome: outbound.Outcome

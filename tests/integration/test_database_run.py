@@ -1,0 +1,109 @@
+"""`Database.run` and `Database.run_unit`, the one-hand-off transactions of the hot paths, on
+both engines: they commit when the work returns, roll back when it raises, see what the async
+sessions committed (and the other way round), and a unit that waits on anything but its
+session is refused with nothing written."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator
+
+import pytest
+from sqlalchemy import Connection, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.db.engine import Database
+from app.db.models import Organization
+from app.services.ids import new_id, utcnow
+
+
+def _org_row(name: str) -> dict[str, object]:
+    return {"id": new_id("org"), "name": name, "created_at": utcnow()}
+
+
+def _count(conn: Connection, name: str) -> int:
+    query = select(func.count()).where(col(Organization.name) == name)
+    return int(conn.execute(query).scalar_one())
+
+
+async def _count_async(db: Database, name: str) -> int:
+    async with db.reading() as session:
+        query = select(func.count()).where(col(Organization.name) == name)
+        return int((await session.execute(query)).scalar_one())
+
+
+async def test_run_commits_what_the_work_wrote_and_returns_its_result(db: Database) -> None:
+    def work(conn: Connection) -> int:
+        conn.execute(insert(Organization), [_org_row("run-commit")])
+        return _count(conn, "run-commit")
+
+    assert await db.run(work) == 1
+    assert await _count_async(db, "run-commit") == 1
+    assert await db.run(lambda conn: _count(conn, "run-commit"), read_only=True) == 1
+
+
+async def test_run_rolls_back_when_the_work_raises(db: Database) -> None:
+    def work(conn: Connection) -> None:
+        conn.execute(insert(Organization), [_org_row("run-rollback")])
+        raise ValueError("changed my mind")
+
+    with pytest.raises(ValueError, match="changed my mind"):
+        await db.run(work)
+    assert await _count_async(db, "run-rollback") == 0
+    # The connection is usable again at once.
+    await db.run(lambda conn: conn.execute(insert(Organization), [_org_row("run-after")]))
+    assert await _count_async(db, "run-after") == 1
+
+
+async def test_run_sees_what_an_async_session_committed(db: Database) -> None:
+    async with db.transaction() as session:
+        session.add(Organization(**_org_row("session-first")))  # type: ignore[arg-type]
+    assert await db.run(lambda conn: _count(conn, "session-first"), read_only=True) == 1
+
+
+async def test_runs_and_sessions_writing_at_once_lose_nothing(db: Database) -> None:
+    async def by_run(n: int) -> None:
+        await db.run(lambda conn: conn.execute(insert(Organization), [_org_row("mixed")]))
+
+    async def by_session(n: int) -> None:
+        async with db.transaction() as session:
+            await session.execute(insert(Organization), [_org_row("mixed")])
+
+    await asyncio.gather(*(by_run(n) for n in range(20)), *(by_session(n) for n in range(20)))
+    assert await _count_async(db, "mixed") == 40
+
+
+async def test_run_unit_commits_added_objects_and_statements(db: Database) -> None:
+    async def unit(session: AsyncSession) -> str:
+        await session.execute(insert(Organization), [_org_row("unit")])
+        added = Organization(**_org_row("unit"))  # type: ignore[arg-type]
+        session.add(added)
+        await session.flush()
+        session.add(Organization(**_org_row("unit")))  # type: ignore[arg-type]  # flushed at the end
+        return added.id
+
+    org_id = await db.run_unit(unit)
+    assert org_id.startswith("org_")
+    assert await _count_async(db, "unit") == 3
+
+
+class _Suspend:
+    """An awaitable that gives control back once, as waiting on a socket or a lock does."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield
+
+
+async def test_run_unit_refuses_a_unit_that_waits_on_something_else(db: Database) -> None:
+    async def unit(session: AsyncSession) -> None:
+        await session.execute(insert(Organization), [_org_row("unit-waits")])
+        await _Suspend()
+
+    if db.is_sqlite:
+        with pytest.raises(RuntimeError, match="waited on something besides its session"):
+            await db.run_unit(unit)
+        assert await _count_async(db, "unit-waits") == 0
+    else:  # on PostgreSQL a unit is an ordinary transaction: it may wait
+        await db.run_unit(unit)
+        assert await _count_async(db, "unit-waits") == 1
