@@ -181,6 +181,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
                 "settings": settings,
                 "db": database,
                 "hub": hub,
+                "payments": payments,
                 "rate_limits": rate_limits,
                 "purge": purge,
                 "webhook_worker": webhook_worker,
