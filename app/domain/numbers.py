@@ -51,16 +51,24 @@ def is_emergency_destination(raw: str, region: str | None = None) -> bool:
     which rejects them as invalid.
     """
     text = _URI_SCHEME_RE.sub("", raw or "").strip()
-    digits = phonenumbers.normalize_digits_only(text)
-    if not digits:
-        return False
     hint = _region_hint(region)
     international = text.startswith(_PLUS_SIGNS)
-
     parsed = _parse(text, None if international else hint)
-    if parsed is not None and phonenumbers.is_valid_number(parsed):
-        return False
-    if len(digits) > _MAX_SHORT_DIGITS:
+    valid = parsed is not None and phonenumbers.is_valid_number(parsed)
+    return _dials_emergency_service(text, hint, international, parsed, valid)
+
+
+def _dials_emergency_service(
+    text: str,
+    hint: str | None,
+    international: bool,
+    parsed: phonenumbers.PhoneNumber | None,
+    valid: bool,
+) -> bool:
+    """`is_emergency_destination` once `text` is parsed (with the region hint for national
+    input) and checked for validity: `normalize_destination` parses it only once."""
+    digits = phonenumbers.normalize_digits_only(text)
+    if not digits or valid or len(digits) > _MAX_SHORT_DIGITS:
         return False
 
     if international:
@@ -97,11 +105,13 @@ def normalize_destination(raw: str, region: str | None = None) -> Destination:
     optional `+`, then digits with spaces, dots, dashes or parentheses (`++1…`, `x+1…`). A region
     hint is ignored for international input.
     """
-    if is_emergency_destination(raw, region):
-        raise EmergencyNumberBlocked(raw)
     text = _URI_SCHEME_RE.sub("", raw or "").strip()
     international = text.startswith(_PLUS_SIGNS)
     hint = _region_hint(region)
+    parsed = _parse(text, None if international else hint)
+    valid = parsed is not None and phonenumbers.is_valid_number(parsed)
+    if _dials_emergency_service(text, hint, international, parsed, valid):
+        raise EmergencyNumberBlocked(raw)
     if not _WELL_FORMED_RE.fullmatch(text):
         parsed = _parse(text, None if international else hint or "ZZ")
         if parsed is not None and parsed.extension:
@@ -115,8 +125,7 @@ def normalize_destination(raw: str, region: str | None = None) -> Destination:
         if region:
             raise InvalidNumber(raw, f"a national number and {region!r} is no known region")
         raise InvalidNumber(raw, "not in international format (+country code…) and no region given")
-    parsed = _parse(text, None if international else hint)
-    if parsed is None or not phonenumbers.is_valid_number(parsed):
+    if parsed is None or not valid:
         raise InvalidNumber(raw)
     number_region = phonenumbers.region_code_for_number(parsed) or hint or "ZZ"
     return Destination(phonenumbers.format_number(parsed, PhoneNumberFormat.E164), number_region)
