@@ -54,8 +54,7 @@ def is_emergency_destination(raw: str, region: str | None = None) -> bool:
     hint = _region_hint(region)
     international = text.startswith(_PLUS_SIGNS)
     parsed = _parse(text, None if international else hint)
-    valid = parsed is not None and phonenumbers.is_valid_number(parsed)
-    return _dials_emergency_service(text, hint, international, parsed, valid)
+    return _dials_emergency_service(text, hint, international, parsed, _region_if_valid(parsed))
 
 
 def _dials_emergency_service(
@@ -63,12 +62,12 @@ def _dials_emergency_service(
     hint: str | None,
     international: bool,
     parsed: phonenumbers.PhoneNumber | None,
-    valid: bool,
+    valid_in: str | None,
 ) -> bool:
     """`is_emergency_destination` once `text` is parsed (with the region hint for national
     input) and checked for validity: `normalize_destination` parses it only once."""
     digits = phonenumbers.normalize_digits_only(text)
-    if not digits or valid or len(digits) > _MAX_SHORT_DIGITS:
+    if not digits or valid_in is not None or len(digits) > _MAX_SHORT_DIGITS:
         return False
 
     if international:
@@ -109,8 +108,8 @@ def normalize_destination(raw: str, region: str | None = None) -> Destination:
     international = text.startswith(_PLUS_SIGNS)
     hint = _region_hint(region)
     parsed = _parse(text, None if international else hint)
-    valid = parsed is not None and phonenumbers.is_valid_number(parsed)
-    if _dials_emergency_service(text, hint, international, parsed, valid):
+    valid_in = _region_if_valid(parsed)
+    if _dials_emergency_service(text, hint, international, parsed, valid_in):
         raise EmergencyNumberBlocked(raw)
     if not _WELL_FORMED_RE.fullmatch(text):
         parsed = _parse(text, None if international else hint or "ZZ")
@@ -125,10 +124,9 @@ def normalize_destination(raw: str, region: str | None = None) -> Destination:
         if region:
             raise InvalidNumber(raw, f"a national number and {region!r} is no known region")
         raise InvalidNumber(raw, "not in international format (+country code…) and no region given")
-    if parsed is None or not valid:
+    if parsed is None or valid_in is None:
         raise InvalidNumber(raw)
-    number_region = phonenumbers.region_code_for_number(parsed) or hint or "ZZ"
-    return Destination(phonenumbers.format_number(parsed, PhoneNumberFormat.E164), number_region)
+    return Destination(phonenumbers.format_number(parsed, PhoneNumberFormat.E164), valid_in)
 
 
 def _region_hint(region: str | None) -> str | None:
@@ -136,6 +134,15 @@ def _region_hint(region: str | None) -> str | None:
         return None
     code = region.strip().upper()
     return code if code in phonenumbers.SUPPORTED_REGIONS else None
+
+
+def _region_if_valid(parsed: phonenumbers.PhoneNumber | None) -> str | None:
+    """The region of a valid number, None for an invalid one: `is_valid_number`, keeping the
+    region it finds (finding it is most of the work, for +1 among some 25 regions)."""
+    if parsed is None:
+        return None
+    region = phonenumbers.region_code_for_number(parsed)
+    return region if region and phonenumbers.is_valid_number_for_region(parsed, region) else None
 
 
 def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
