@@ -40,20 +40,39 @@ async def route_events(db: Database, now: datetime | None = None, batch: int = B
 def route_in(session: Session, is_sqlite: bool, now: datetime, batch: int = BATCH) -> int:
     """`route_events` in the caller's (synchronous) transaction: the worker claims in the same
     one."""
-    query = select(Event).where(col(Event.routed) == sa.false()).order_by(col(Event.seq))
-    query = query.limit(batch)
+    query = select(col(Event.seq), col(Event.project_id)).where(col(Event.routed) == sa.false())
+    query = query.order_by(col(Event.seq)).limit(batch)
     if not is_sqlite:
         query = query.with_for_update(skip_locked=True)
-    events = list(session.execute(query).scalars().all())
-    if not events:
+    unrouted = session.execute(query).all()
+    if not unrouted:
         return 0
-    rows = _deliveries_for(session, events, now)
-    if rows:
-        session.execute(insert(WebhookDelivery), rows)
-    session.execute(
-        update(Event).where(col(Event.seq).in_([event.seq for event in events])).values(routed=True)
+    # Only the events of projects with an enabled endpoint are read whole; the others (most,
+    # where nobody subscribes) are just marked routed.
+    wanting = set(
+        session.execute(
+            select(col(Webhook.project_id))
+            .where(
+                col(Webhook.project_id).in_({project_id for _, project_id in unrouted}),
+                col(Webhook.enabled) == sa.true(),
+            )
+            .distinct()
+        ).scalars()
     )
-    return len(events)
+    wanted = [seq for seq, project_id in unrouted if project_id in wanting]
+    if wanted:
+        events = list(
+            session.execute(
+                select(Event).where(col(Event.seq).in_(wanted)).order_by(col(Event.seq))
+            ).scalars()
+        )
+        rows = _deliveries_for(session, events, now)
+        if rows:
+            session.execute(insert(WebhookDelivery), rows)
+    session.execute(
+        update(Event).where(col(Event.seq).in_([seq for seq, _ in unrouted])).values(routed=True)
+    )
+    return len(unrouted)
 
 
 def new_delivery(project_id: str, webhook_id: str, event: Event, now: datetime) -> dict[str, Any]:
