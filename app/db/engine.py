@@ -26,8 +26,10 @@ T = TypeVar("T")
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     """An engine tuned per backend: SQLite gets WAL, a busy timeout and enforced foreign keys."""
     if database_url.startswith("sqlite"):
-        # One connection: transactions queue on the pool (no lock polling) inside a process;
-        # busy_timeout covers other processes such as the CLI.
+        # One connection for the async sessions (they queue on the pool) and one for
+        # `Database.run` (`_SqliteRunner`); busy_timeout covers the two meeting, and other
+        # processes such as the CLI. No reset on return: every session and connection here
+        # ends its own transaction, and the reset was one more worker-thread round trip.
         kwargs.setdefault("pool_size", 1)
         kwargs.setdefault("max_overflow", 0)
         kwargs.setdefault("pool_timeout", 60)
