@@ -123,6 +123,9 @@ class Hub:
         )
         self.phone_limits = PhoneLimits(settings)
         self._dirty: set[str] = set()
+        # Of those, the projects woken because messages were just queued: their claim pass
+        # needs no look first.
+        self._freshly_queued: set[str] = set()
         # Commands whose `accepted` has arrived on a socket here but is not committed yet: the
         # ack-timeout sweep must not take them back.
         self.accepts_in_hand: set[str] = set()
@@ -173,13 +176,15 @@ class Hub:
                         return True
         return False
 
-    def wake_local(self, project_id: str) -> None:
+    def wake_local(self, project_id: str, queued: bool = False) -> None:
         self._dirty.add(project_id)
+        if queued:
+            self._freshly_queued.add(project_id)
         self._wake.set()
 
     async def notify_queued(self, project_id: str) -> None:
         """Called after a commit that queued messages: wakes this instance and every other."""
-        self.wake_local(project_id)
+        self.wake_local(project_id, queued=True)
         self._publish({"project_id": project_id}, DISPATCH_CHANNEL)
 
     def notify_inbound(self, project_id: str) -> None:
@@ -228,18 +233,21 @@ class Hub:
             await self._wake.wait()
             self._wake.clear()
             projects, self._dirty = self._dirty, set()
+            queued, self._freshly_queued = self._freshly_queued, set()
             for project_id in projects:
                 try:
-                    await self._dispatch_project(project_id)
+                    await self._dispatch_project(project_id, look_first=project_id not in queued)
                 except Exception as exc:  # keep dispatching other projects; the sweep retries
                     log.error("dispatch_failed", project_id=project_id, error=repr(exc))
 
-    async def _dispatch_project(self, project_id: str) -> None:
+    async def _dispatch_project(self, project_id: str, look_first: bool = True) -> None:
         """Claim passes for the project's phones connected here, one transaction each for all
-        of them, until the queue or their room runs out."""
+        of them, until the queue or their room runs out. With `look_first` (a wake-up that
+        queued nothing: a freed slot, a phone back) a read-only look comes first, so an empty
+        queue costs no claim transaction."""
         if not self._projects.get(project_id):
             return
-        if not await outbound.has_queued(self.db, project_id):
+        if look_first and not await outbound.has_queued(self.db, project_id):
             return
         while True:
             phones = [c for c in self._projects.get(project_id, {}).values() if c.ready and c.sims]
