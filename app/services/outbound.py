@@ -125,14 +125,17 @@ def sim_matches(selector: str, sim: SimLike) -> bool:
 async def has_queued(db: Database, project_id: str) -> bool:
     """Whether the project has anything waiting: a cheap look before a claim pass."""
     found = await db.run(
-        lambda conn: conn.execute(
-            select(col(Message.id))
-            .where(col(Message.project_id) == project_id, col(Message.status) == statuses.QUEUED)
-            .limit(1)
-        ).first(),
+        lambda conn: conn.execute(_ANY_QUEUED, {"project_id": project_id}).first(),
         read_only=True,
     )
     return found is not None
+
+
+_ANY_QUEUED = (
+    select(_MESSAGES.c.id)
+    .where(_MESSAGES.c.project_id == bindparam("project_id"), _MESSAGES.c.status == statuses.QUEUED)
+    .limit(1)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,53 +183,62 @@ def _claim(
     conn: Connection, project_id: str, max_candidates: int, plan: ClaimPlanner, now: datetime
 ) -> list[Claim]:
     rows = conn.execute(
-        select(
-            col(Message.id),
-            col(Message.to_number),
-            col(Message.body),
-            col(Message.segment_count),
-            col(Message.sim_selector),
-            col(Message.expires_at),
-        )
-        .where(
-            col(Message.project_id) == project_id,
-            col(Message.status) == statuses.QUEUED,
-            col(Message.direction) == "out",
-            or_(col(Message.expires_at).is_(None), col(Message.expires_at) > now),
-        )
-        .order_by(col(Message.seq))
-        .limit(max_candidates)
-        .with_for_update(skip_locked=True)
+        _CANDIDATES, {"project_id": project_id, "now": now, "max_candidates": max_candidates}
     ).all()
     if not rows:
         return []
-    locked = frozenset(
-        conn.execute(
-            select(col(Sim.id)).where(col(Sim.project_id) == project_id, col(Sim.locked).is_(True))
-        ).scalars()
-    )
+    locked = frozenset(conn.execute(_LOCKED_SIMS, {"project_id": project_id}).scalars())
     claims = plan([Candidate(*row) for row in rows], locked)
     if claims:
         conn.execute(
-            update(_MESSAGES)
-            .where(_MESSAGES.c.id == bindparam("message_id"))
-            .values(
-                status=statuses.SENDING,
-                device_id=bindparam("claim_device"),
-                sim_id=bindparam("claim_sim"),
-                dispatched_at=now,
-                attempts=_MESSAGES.c.attempts + 1,
-            ),
+            _CLAIM,
             [
                 {
                     "message_id": claim.message.id,
                     "claim_device": claim.device_id,
                     "claim_sim": claim.sim_id,
+                    "claimed_at": now,
                 }
                 for claim in claims
             ],
         )
     return claims
+
+
+# A claim pass's statements, built once (building one costs about as much as running it).
+_CANDIDATES = (
+    select(
+        _MESSAGES.c.id,
+        _MESSAGES.c.to_number,
+        _MESSAGES.c.body,
+        _MESSAGES.c.segment_count,
+        _MESSAGES.c.sim_selector,
+        _MESSAGES.c.expires_at,
+    )
+    .where(
+        _MESSAGES.c.project_id == bindparam("project_id"),
+        _MESSAGES.c.status == statuses.QUEUED,
+        _MESSAGES.c.direction == "out",
+        or_(_MESSAGES.c.expires_at.is_(None), _MESSAGES.c.expires_at > bindparam("now")),
+    )
+    .order_by(_MESSAGES.c.seq)
+    .limit(bindparam("max_candidates"))
+    .with_for_update(skip_locked=True)
+)
+_LOCKED_SIMS = select(_SIMS.c.id).where(
+    _SIMS.c.project_id == bindparam("project_id"), _SIMS.c.locked.is_(True)
+)
+_CLAIM = (
+    update(_MESSAGES)
+    .where(_MESSAGES.c.id == bindparam("message_id"))
+    .values(
+        status=statuses.SENDING,
+        device_id=bindparam("claim_device"),
+        sim_id=bindparam("claim_sim"),
+        dispatched_at=bindparam("claimed_at"),
+        attempts=_MESSAGES.c.attempts + 1,
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
@@ -357,13 +357,13 @@ def _write_batch(conn: Connection, batch: list[PendingSend]) -> list[dict[str, A
     low = _charge(conn, batch, outcomes)
     admitted = [s for s, o in zip(batch, outcomes, strict=True) if o is None]
     if admitted:
-        conn.execute(insert(MessageRequest), [s.request_row for s in admitted])
+        conn.execute(_INSERT_REQUESTS, [s.request_row for s in admitted])
         ledger_rows = [s.ledger_row for s in admitted if s.ledger_row is not None]
         if ledger_rows:
-            conn.execute(insert(LedgerEntry), ledger_rows)
+            conn.execute(_INSERT_LEDGER, ledger_rows)
         messages = [row for s in admitted for row in s.message_rows]
         if messages:
-            conn.execute(insert(Message), messages)
+            conn.execute(_INSERT_MESSAGES, messages)
         outbox.write_events(conn, [row for s in admitted for row in s.event_rows] + low)
     crash_point("send_batch_commit")
     return [s.response if o is None else o for s, o in zip(batch, outcomes, strict=True)]
@@ -503,22 +503,29 @@ def _note_low(
 def _debit(conn: Connection, project_id: str, amount_atomic: int) -> Any:
     """The conditional charge: (account id, balance after, the project's `credits.low`
     threshold) or None when it does not cover."""
-    threshold = (
-        select(col(ProjectPolicy.credits_low_threshold_atomic))
-        .where(col(ProjectPolicy.project_id) == project_id)
-        .scalar_subquery()
+    params = {"debit_project": project_id, "debit_amount": amount_atomic}
+    return conn.execute(_DEBIT, params).one_or_none()
+
+
+# Built once: building it costs more than running it (~0.2 ms).
+_DEBIT = (
+    update(CreditAccount)
+    .where(
+        col(CreditAccount.project_id) == bindparam("debit_project"),
+        col(CreditAccount.balance_atomic) >= bindparam("debit_amount"),
     )
-    return (
-        conn.execute(
-            update(CreditAccount)
-            .where(
-                col(CreditAccount.project_id) == project_id,
-                col(CreditAccount.balance_atomic) >= amount_atomic,
-            )
-            .values(balance_atomic=col(CreditAccount.balance_atomic) - amount_atomic)
-            .returning(col(CreditAccount.id), col(CreditAccount.balance_atomic), threshold)
-        )
-    ).one_or_none()
+    .values(balance_atomic=col(CreditAccount.balance_atomic) - bindparam("debit_amount"))
+    .returning(
+        col(CreditAccount.id),
+        col(CreditAccount.balance_atomic),
+        select(col(ProjectPolicy.credits_low_threshold_atomic))
+        .where(col(ProjectPolicy.project_id) == bindparam("debit_project"))
+        .scalar_subquery(),
+    )
+)
+_INSERT_REQUESTS = insert(MessageRequest)
+_INSERT_LEDGER = insert(LedgerEntry)
+_INSERT_MESSAGES = insert(Message)
 
 
 def _ledger_row(account_id: str, send: PendingSend, balance_after: int) -> dict[str, Any]:

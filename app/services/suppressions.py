@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -158,6 +158,12 @@ async def lift_opt_out(session: AsyncSession, project_id: str, number: str) -> b
     return removed.first() is not None
 
 
+_SUPPRESSED_AMONG = select(_SUPPRESSIONS.c.project_id, _SUPPRESSIONS.c.number).where(
+    _SUPPRESSIONS.c.project_id.in_(bindparam("projects", expanding=True)),
+    _SUPPRESSIONS.c.number.in_(bindparam("numbers", expanding=True)),
+)
+
+
 def suppressed_among(
     conn: Connection | Session, wanted: Iterable[tuple[str, str]]
 ) -> set[tuple[str, str]]:
@@ -167,10 +173,8 @@ def suppressed_among(
     if not pairs:
         return set()
     found = conn.execute(
-        select(_SUPPRESSIONS.c.project_id, _SUPPRESSIONS.c.number).where(
-            _SUPPRESSIONS.c.project_id.in_(sorted({p for p, _ in pairs})),
-            _SUPPRESSIONS.c.number.in_(sorted({n for _, n in pairs})),
-        )
+        _SUPPRESSED_AMONG,
+        {"projects": sorted({p for p, _ in pairs}), "numbers": sorted({n for _, n in pairs})},
     )
     return {(row.project_id, row.number) for row in found} & pairs
 
