@@ -595,15 +595,18 @@ async def sweep(
         )
     if accepts_in_hand:
         unaccepted.append(col(Message.id).not_in(accepts_in_hand))
-    async with db.transaction() as session:
+
+    async def requeue(session: AsyncSession) -> Sequence[Any]:
         requeued = await session.execute(
             update(Message)
             .where(*unaccepted)
             .values(status=statuses.QUEUED, device_id=None, sim_id=None)
             .returning(col(Message.id), col(Message.project_id))
         )
-        taken_back = requeued.all()
-        projects = {project_id for _, project_id in taken_back}
+        return requeued.all()
+
+    taken_back = await db.run_unit(requeue)
+    projects = {project_id for _, project_id in taken_back}
     expired, _ = await _finish_where(
         db,
         and_(
@@ -635,8 +638,10 @@ async def sweep(
 async def _finish_where(
     db: Database, condition: ColumnElement[bool], status: str, error_code: str
 ) -> tuple[int, list[str]]:
+    """One sweep transaction (one hand-off on SQLite, `Database.run_unit`)."""
     now = utcnow()
-    async with db.transaction() as session:
+
+    async def finish(session: AsyncSession) -> tuple[int, list[str]]:
         rows = list(
             (
                 await session.execute(
@@ -650,7 +655,9 @@ async def _finish_where(
             await session.flush()
             finished = await outbox.message_events(session, [message.id for message in rows], now)
             await outbox.completed_requests(session, [r.message.request_id for r in finished], now)
-    return len(rows), [message.id for message in rows]
+        return len(rows), [message.id for message in rows]
+
+    return await db.run_unit(finish)
 
 
 async def cancel(db: Database, project_id: str, message_id: str) -> tuple[Message, bool] | None:

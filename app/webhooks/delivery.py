@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy import Row, Select, or_, select
+from sqlalchemy import Connection, Row, Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -48,6 +48,7 @@ _DELIVERIES = WebhookDelivery.metadata.tables["webhook_deliveries"]
 _ATTEMPTS = WebhookAttempt.metadata.tables["webhook_attempts"]
 _WEBHOOKS = Webhook.metadata.tables["webhooks"]
 _EVENTS = Event.metadata.tables["events"]
+_ANY_UNROUTED = select(_EVENTS.c.seq).where(_EVENTS.c.routed == sa.false()).limit(1)
 
 MAX_IN_FLIGHT_PER_ENDPOINT = 8
 """Requests at once to one endpoint from one process."""
@@ -221,18 +222,13 @@ class DeliveryWorker:
 
     async def _look(self, now: datetime) -> bool:
         """Whether events wait to be routed or a delivery this process may take is due."""
-        async with self.db.reading() as session:
-            unrouted = (
-                await session.execute(
-                    select(col(Event.seq)).where(col(Event.routed) == sa.false()).limit(1)
-                )
-            ).first()
-            if unrouted is not None:
-                return True
-            due = await session.execute(
-                self._due(now).with_only_columns(_DELIVERIES.c.seq).limit(1)
-            )
-            return due.first() is not None
+        due = self._due(now).with_only_columns(_DELIVERIES.c.seq).limit(1)
+
+        def look(conn: Connection) -> bool:
+            unrouted = conn.execute(_ANY_UNROUTED).first()
+            return unrouted is not None or conn.execute(due).first() is not None
+
+        return await self.db.run(look, read_only=True)
 
     async def deliver_now(self, delivery_id: str) -> None:
         """Sends one delivery at once and waits until its attempt is recorded (the test route);
