@@ -258,7 +258,10 @@ async def paced_sends(port: int, key: str, rate: float, duration_s: float) -> di
         else:
             late_starts.append(-delay)
         tasks.append(asyncio.create_task(one(n, scheduled)))
-    await asyncio.gather(*tasks, return_exceptions=True)
+    for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(outcome, BaseException):  # counted, never hidden
+            name = f"error:{type(outcome).__name__}"
+            statuses[name] = statuses.get(name, 0) + 1
     for writer in opened:
         writer.close()
     return {
