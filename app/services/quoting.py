@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db.engine import Database
@@ -255,22 +254,6 @@ def new_quote(
         created_at=now,
         expires_at=now + timedelta(seconds=ttl_s),
     )
-
-
-async def store_quote(
-    session: AsyncSession,
-    prepared: PreparedSend,
-    project_id: str | None,
-    ttl_s: int,
-    purpose: str = "send",
-    asset: str | None = None,
-    network: str | None = None,
-    pay_to: str | None = None,
-) -> StoredQuote:
-    quote = new_quote(prepared, project_id, ttl_s, purpose, asset, network, pay_to)
-    session.add(quote)
-    await session.flush()
-    return quote
 
 
 async def create_quote(

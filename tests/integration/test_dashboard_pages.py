@@ -154,6 +154,14 @@ async def test_an_agent_is_claimed_on_its_claim_page(
     assert 'data-claim-status="claimed"' in again.text
 
 
+async def _wrong_code(
+    client: httpx.AsyncClient, claim_path: str, csrf: str, project_id: str
+) -> httpx.Response:
+    """A claim tried with a code that is never right."""
+    data = {"csrf_token": csrf, "verification_code": "AAAAAAAA", "project_id": project_id}
+    return await client.post(claim_path, data=data)
+
+
 def _pending_row(page: httpx.Response, agent_id: str) -> str | None:
     found = re.search(
         rf'<tr data-pending-agent="{re.escape(agent_id)}">(.*?)</tr>', page.text, re.S
@@ -205,24 +213,10 @@ async def test_an_agent_is_pending_for_the_organizations_that_opened_its_link(
         members_view = await member.get(agents_path)
         assert "owners and admins" in members_view.text
         assert _pending_row(members_view, opened["agent_id"]) is None
-    wrong = await owner.post(
-        opened["path"],
-        data={
-            "csrf_token": csrf_of(claim_page),
-            "verification_code": "AAAAAAAA",
-            "project_id": project_id,
-        },
-    )
+    wrong = await _wrong_code(owner, opened["path"], csrf_of(claim_page), project_id)
     assert wrong.status_code == 422
     for _ in range(5):
-        await owner.post(
-            to_lock["path"],
-            data={
-                "csrf_token": csrf_of(claim_page),
-                "verification_code": "AAAAAAAA",
-                "project_id": project_id,
-            },
-        )
+        await _wrong_code(owner, to_lock["path"], csrf_of(claim_page), project_id)
 
     listed = await owner.get(agents_path)
     row = _pending_row(listed, opened["agent_id"])
@@ -253,14 +247,7 @@ async def test_an_agent_is_pending_for_the_organizations_that_opened_its_link(
             _pending_row(theirs, a["agent_id"]) is None
             for a in (opened, unopened, by_member, to_lock)
         )
-        tried = await bob.post(
-            unopened["path"],
-            data={
-                "csrf_token": csrf_of(theirs),
-                "verification_code": "AAAAAAAA",
-                "project_id": bobs,
-            },
-        )
+        tried = await _wrong_code(bob, unopened["path"], csrf_of(theirs), bobs)
         assert tried.status_code == 422
         theirs = await bob.get(bobs_agents)
         assert _pending_row(theirs, unopened["agent_id"]) is not None

@@ -46,8 +46,7 @@ async def send_offer(
             # At least one atomic unit is paid on chain: its signature is what proves the
             # caller holds the wallet whose credit we spend.
             credit = min(balance, total - 1)
-        quote = await quoting.store_quote(
-            session,
+        quote = quoting.new_quote(
             prepared,
             None,
             settings.quote_ttl_s,
@@ -56,6 +55,8 @@ async def send_offer(
             network=network.network,
             pay_to=network.pay_to,
         )
+        session.add(quote)
+        await session.flush()
         if credit > 0:
             quote.payer = payer
             quote.credit_atomic = credit
