@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     sim_parts_per_hour: int | None = None
     sim_parts_per_day: int | None = None
     device_max_in_flight: int = 10
-    phone_ping_interval_s: float = 20.0
+    # Longer than the 30 s a phone heartbeats on its own, so a healthy phone is never pinged;
+    # shorter than the idle timeout, so a silent one gets a chance to answer before the close.
+    phone_ping_interval_s: float = 45.0
     phone_idle_timeout_s: float = 60.0
     phone_max_frame_bytes: int = 65_536
     sweep_interval_s: float = 1.0

@@ -633,8 +633,8 @@ async def _run(args: argparse.Namespace, workdir: Path, database: BenchDatabase)
             "heartbeat_s": args.heartbeat_s,
             "phone_compression": args.compression,
             "server_env": args.server_env,
-            "other": "defaults (ping 20 s, idle timeout 60 s, sweep 1 s, ack timeout 10 s, "
-            "in-flight cap 10)",
+            "other": "defaults (ping after 45 s of silence, idle timeout 60 s, sweep 1 s, "
+            "ack timeout 10 s, in-flight cap 10)",
         },
     }
     workers = PhoneWorkers()
