@@ -7,6 +7,8 @@ import json
 import re
 from urllib.parse import urlsplit
 
+from app.api.app import create_app
+from tests.conftest import app_client
 from tests.support.factories import new_tenant
 
 # src="…", href='…' and CSS url(…) references.
@@ -63,3 +65,22 @@ async def test_the_explorer_offers_both_key_schemes_and_both_headers_authenticat
     for headers in ({"Authorization": f"Bearer {tenant.key}"}, {"X-Api-Key": tenant.key}):
         answered = await client.get("/v1/project", headers=headers)
         assert answered.status_code == 200, answered.text
+
+
+async def test_the_openapi_document_is_encoded_once_not_per_request(settings, db, monkeypatch):
+    app = create_app(settings, db)
+    async with app_client(app) as client:
+        first = await client.get("/openapi.json")
+        assert first.status_code == 200 and first.headers["content-type"] == "application/json"
+        encodings: list[object] = []
+        original = type(app.openapi_schema).to_schema
+
+        def counted(self):  # type: ignore[no-untyped-def]
+            encodings.append(self)
+            return original(self)
+
+        monkeypatch.setattr(type(app.openapi_schema), "to_schema", counted)
+        again = [await client.get("/openapi.json") for _ in range(3)]
+    assert encodings == []  # every later request is served the document made for the first
+    assert all(r.content == first.content for r in again)
+    assert first.json()["paths"]["/v1/messages"]["post"]["operationId"]
