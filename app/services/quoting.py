@@ -1,19 +1,20 @@
 """The front half of every send: parse destinations, screen for emergency numbers and harmful
-content, plan segments and price — then store the quote. Nothing here charges or queues."""
+content, plan segments and price — then sign the quote. Nothing here charges or queues."""
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlmodel import col
 
 from app.db.engine import Database
 from app.db.models import ProjectPolicy, StoredQuote
-from app.domain import numbers, pricing, safety, segments
+from app.domain import numbers, pricing, quote_tokens, safety, segments
 from app.domain.destinations import high_cost_kind
 from app.domain.errors import (
     Blocked,
@@ -256,20 +257,49 @@ def new_quote(
     )
 
 
+@dataclass(frozen=True)
+class IssuedQuote:
+    """A quote from `POST /v1/quotes`: its id signs what was priced (app/domain/quote_tokens),
+    so nothing is stored."""
+
+    id: str
+    per_segment_rate_atomic: int
+    expires_at: datetime
+
+
 async def create_quote(
     db: Database,
     settings: Settings,
     project_id: str | None,
     drafts: Sequence[Draft],
     region: str | None,
-) -> tuple[PreparedSend, StoredQuote]:
+) -> tuple[PreparedSend, IssuedQuote]:
     policy = await policy_for(db, settings, project_id)
     prepared = prepare(drafts, policy, region, max_recipients=1000)
-    quote = new_quote(prepared, project_id, settings.quote_ttl_s)
-    row = {name: getattr(quote, name) for name in _QUOTE_COLUMNS}
-    await db.run(lambda conn: conn.execute(insert(StoredQuote), [row]))
+    expires_at = utcnow().replace(microsecond=0) + timedelta(seconds=settings.quote_ttl_s)
+    claims = quote_tokens.QuoteClaims(
+        project_id=project_id,
+        content_sha256=content_sha256(prepared.items),
+        recipient_count=len(prepared.items),
+        total_segments=prepared.segment_count,
+        total_atomic=prepared.total_atomic,
+        expires_at=int(expires_at.timestamp()),
+    )
+    quote = IssuedQuote(
+        id=quote_tokens.sign(claims, quote_signing_key(settings)),
+        per_segment_rate_atomic=max((item.rate_atomic for item in prepared.items), default=0),
+        expires_at=expires_at,
+    )
     return prepared, quote
 
 
-# Every column but the sequence, which the database assigns.
-_QUOTE_COLUMNS = tuple(c.name for c in StoredQuote.__table__.columns if c.name != "seq")  # type: ignore[attr-defined]
+def quote_signing_key(settings: Settings) -> bytes:
+    """Derived from `SIMWIRE_SECRET_KEY`, so every instance reads every instance's quotes;
+    without it, this process's own random key."""
+    if settings.secret_key is None:
+        return _PROCESS_QUOTE_KEY
+    secret = settings.secret_key.get_secret_value().encode()
+    return hashlib.sha256(b"simwire quote ids\x00" + secret).digest()
+
+
+_PROCESS_QUOTE_KEY = secrets.token_bytes(32)

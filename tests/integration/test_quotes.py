@@ -1,19 +1,24 @@
-"""POST /v1/quotes: exact segments, prices in USDC atomic units, blocks listed, quote stored."""
+"""POST /v1/quotes: exact segments, prices in USDC atomic units, blocks listed, a signed quote
+id and nothing stored."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import pytest
 from sqlalchemy import select
 
 from app.api.app import create_app
 from app.db.models import StoredQuote
+from app.domain import quote_tokens
 from app.domain.errors import InvalidInput
+from app.services import quoting
 from app.services.projects import set_policy
 from tests.conftest import app_client
 from tests.support.factories import new_tenant
 
 
-async def test_gsm_quote_with_prices_and_stored_quote(client, db):
+async def test_gsm_quote_with_prices_and_a_signed_quote_id_nothing_stored(client, db, settings):
     response = await client.post(
         "/v1/quotes", json={"to": ["+14155550100", "+14155550101"], "message": "Hello {world}"}
     )
@@ -26,11 +31,12 @@ async def test_gsm_quote_with_prices_and_stored_quote(client, db):
     assert quote["total"] == "0.07" and quote["total_atomic"] == 70_000
     assert quote["currency"] == "USDC" and quote["allowed"] is True and quote["blocked"] == []
     async with db.sessions() as session:
-        stored = (
-            await session.execute(select(StoredQuote).where(StoredQuote.id == quote["quote_id"]))
-        ).scalar_one()
-    assert stored.total_atomic == 70_000 and stored.recipients == ["+14155550100", "+14155550101"]
-    assert stored.used_at is None and stored.expires_at > stored.created_at
+        assert (await session.execute(select(StoredQuote))).scalars().all() == []  # no write
+    claims = quote_tokens.read(quote["quote_id"], quoting.quote_signing_key(settings))
+    assert claims is not None and claims.project_id is None
+    assert claims.total_atomic == 70_000 and claims.recipient_count == 2
+    assert claims.total_segments == 2  # one each
+    assert claims.expires_at == int(datetime.fromisoformat(quote["expires_at"]).timestamp())
 
 
 async def test_ucs2_quote_explains_why_and_shows_parts(client):

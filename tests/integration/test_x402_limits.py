@@ -125,4 +125,5 @@ async def test_suppressed_and_premium_rate_numbers_are_refused_before_any_offer(
     assert premium.json()["kind"] == "premium_rate"
     quoted = await rig.http.post("/v1/quotes", json={**SEND, "to": "+19005550100"})
     assert quoted.json()["blocked"][0]["error"] == "destination_not_allowed"
-    assert await rig.count(StoredQuote) == quotes + 1  # only the anonymous quote just asked
+    assert quoted.status_code == 200 and quoted.json()["quote_id"].startswith("quo_")
+    assert await rig.count(StoredQuote) == quotes  # refusals offer nothing; quotes are signed

@@ -293,8 +293,8 @@ async def topup_offer_response(
 async def create_quote(
     request: Request[Any, Any, Any], data: Any = None, explain: bool = False
 ) -> dict[str, Any]:
-    """Segments, encoding, per-recipient prices and what would be blocked, stored as a quote.
-    With a key, the project's prices and policy apply."""
+    """Segments, encoding, per-recipient prices and what would be blocked, in a signed quote
+    id (nothing is stored). With a key, the project's prices and policy apply."""
     db, settings, hub, payments = _runtime(request)
     auth = await optional_auth(request, db)
     drafts = parse_drafts(data, QUOTE_FIELDS, batch_fields=None)
