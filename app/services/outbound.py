@@ -3,13 +3,14 @@ the phone or the clock causes. Each function is one transaction; refunds and eve
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Update, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -376,13 +377,7 @@ async def apply_reports(session: AsyncSession, reports: Sequence[Report]) -> lis
         return []
     now = utcnow()
     ids = sorted({report.message_id for report in reports})
-    found = await session.execute(
-        select(*_MESSAGES.c, _SIMS.c.number.label("sim_number"))
-        .select_from(_MESSAGES.outerjoin(_SIMS, _SIMS.c.id == _MESSAGES.c.sim_id))
-        .where(_MESSAGES.c.id.in_(ids))
-        .order_by(_MESSAGES.c.id)
-        .with_for_update(of=_MESSAGES)
-    )
+    found = await session.execute(_REPORTED_MESSAGES, {"ids": ids})
     rows: dict[str, _Row] = {}
     sim_numbers: dict[str, str | None] = {}
     for found_row in found:
@@ -414,12 +409,7 @@ async def apply_reports(session: AsyncSession, reports: Sequence[Report]) -> lis
         params = {f"new_{name}": row.changes[name] for name in shape}
         by_shape.setdefault(shape, []).append({"message_id": message_id, **params})
     for shape, params_list in by_shape.items():
-        await session.execute(
-            update(_MESSAGES)
-            .where(_MESSAGES.c.id == bindparam("message_id"))
-            .values({name: bindparam(f"new_{name}") for name in shape}),
-            params_list,
-        )
+        await session.execute(_report_update(shape), params_list)
     if failing:
         wanted = sorted({reports[index].message_id for index in failing})
         messages = (
@@ -438,6 +428,26 @@ async def apply_reports(session: AsyncSession, reports: Sequence[Report]) -> lis
             now,
         )
     return outcomes
+
+
+# Built once, like the claim statements: a report batch is the hub's hottest write.
+_REPORTED_MESSAGES = (
+    select(*_MESSAGES.c, _SIMS.c.number.label("sim_number"))
+    .select_from(_MESSAGES.outerjoin(_SIMS, _SIMS.c.id == _MESSAGES.c.sim_id))
+    .where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_MESSAGES.c.id)
+    .with_for_update(of=_MESSAGES)
+)
+
+
+@functools.cache
+def _report_update(shape: tuple[str, ...]) -> Update:
+    """The UPDATE writing the columns `shape` names (a few shapes recur: accepted, sent, …)."""
+    return (
+        update(_MESSAGES)
+        .where(_MESSAGES.c.id == bindparam("message_id"))
+        .values({name: bindparam(f"new_{name}") for name in shape})
+    )
 
 
 def _apply(row: _Row, report: Report, now: datetime) -> Outcome:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -77,17 +77,40 @@ def message_event(record: MessageRecord, now: datetime | None = None) -> dict[st
 async def insert_events(executor: Executor, rows: Sequence[dict[str, Any]]) -> None:
     """Writes `rows` (from `event_row`) in order, with one statement."""
     if rows:
-        await executor.execute(_EVENTS.insert(), list(rows))
+        await executor.execute(_INSERT_EVENTS, list(rows))
 
 
 def write_events(conn: Connection | Session, rows: Sequence[dict[str, Any]]) -> None:
     """`insert_events` inside a synchronous transaction (`Database.run`)."""
     if rows:
-        conn.execute(_EVENTS.insert(), list(rows))
+        conn.execute(_INSERT_EVENTS, list(rows))
 
 
-def _message_columns() -> list[Any]:
-    return [*_MESSAGES.c, _SIMS.c.number.label("sim_number")]
+# The statements of the hub's and the sweeps' batches, built once: building one (and its
+# cache key) costs more than running it on SQLite. `ids` expands to the list given.
+_INSERT_EVENTS = _EVENTS.insert()
+_MESSAGES_WITH_SIMS = select(*_MESSAGES.c, _SIMS.c.number.label("sim_number")).select_from(
+    _MESSAGES.outerjoin(_SIMS, _SIMS.c.id == _MESSAGES.c.sim_id)
+)
+_MESSAGES_NAMED = _MESSAGES_WITH_SIMS.where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
+_MESSAGES_OF_REQUESTS = _MESSAGES_WITH_SIMS.where(
+    _MESSAGES.c.request_id.in_(bindparam("ids", expanding=True))
+).order_by(_MESSAGES.c.seq)
+_LOCK_REQUESTS = (
+    select(_REQUESTS.c.id)
+    .where(_REQUESTS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_REQUESTS.c.id)
+    .with_for_update()
+)
+_UNFINISHED_REQUESTS = (
+    select(_MESSAGES.c.request_id)
+    .where(
+        _MESSAGES.c.request_id.in_(bindparam("ids", expanding=True)),
+        _MESSAGES.c.status.not_in(sorted(statuses.FINAL_STATUSES)),
+    )
+    .group_by(_MESSAGES.c.request_id)
+)
+_REQUESTS_NAMED = select(_REQUESTS).where(_REQUESTS.c.id.in_(bindparam("ids", expanding=True)))
 
 
 async def read_messages(executor: Executor, message_ids: Iterable[str]) -> dict[str, MessageRecord]:
@@ -96,11 +119,7 @@ async def read_messages(executor: Executor, message_ids: Iterable[str]) -> dict[
     ids = sorted(set(message_ids))
     if not ids:
         return {}
-    rows = await executor.execute(
-        select(*_message_columns())
-        .select_from(_MESSAGES.outerjoin(_SIMS, _SIMS.c.id == _MESSAGES.c.sim_id))
-        .where(_MESSAGES.c.id.in_(ids))
-    )
+    rows = await executor.execute(_MESSAGES_NAMED, {"ids": ids})
     return {row.id: record_of(row._mapping) for row in rows}
 
 
@@ -143,38 +162,17 @@ async def completed_requests(
     ids = sorted({request_id for request_id in request_ids if request_id})
     if not ids:
         return []
-    await executor.execute(
-        select(_REQUESTS.c.id)
-        .where(_REQUESTS.c.id.in_(ids))
-        .order_by(_REQUESTS.c.id)
-        .with_for_update()
-    )
-    unfinished = set(
-        (
-            await executor.execute(
-                select(_MESSAGES.c.request_id)
-                .where(
-                    _MESSAGES.c.request_id.in_(ids),
-                    _MESSAGES.c.status.not_in(sorted(statuses.FINAL_STATUSES)),
-                )
-                .group_by(_MESSAGES.c.request_id)
-            )
-        ).scalars()
-    )
+    await executor.execute(_LOCK_REQUESTS, {"ids": ids})
+    unfinished = set((await executor.execute(_UNFINISHED_REQUESTS, {"ids": ids})).scalars())
     done = [request_id for request_id in ids if request_id not in unfinished]
     if not done:
         return []
     requests = {
         row.id: MessageRequest(**row._mapping)
-        for row in await executor.execute(select(_REQUESTS).where(_REQUESTS.c.id.in_(done)))
+        for row in await executor.execute(_REQUESTS_NAMED, {"ids": done})
     }
     messages: dict[str, list[MessageRecord]] = {request_id: [] for request_id in done}
-    rows = await executor.execute(
-        select(*_message_columns())
-        .select_from(_MESSAGES.outerjoin(_SIMS, _SIMS.c.id == _MESSAGES.c.sim_id))
-        .where(_MESSAGES.c.request_id.in_(done))
-        .order_by(_MESSAGES.c.seq)
-    )
+    rows = await executor.execute(_MESSAGES_OF_REQUESTS, {"ids": done})
     for row in rows:
         record = record_of(row._mapping)
         messages[record.message.request_id or ""].append(record)

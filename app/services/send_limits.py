@@ -5,12 +5,14 @@ batch; nothing is counted in memory, so every instance sees the same figures."""
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -40,21 +42,43 @@ def recipient_usage(
     wanted = sorted(set(to_numbers))
     if not wanted:
         return {}
-    hour_start = now - timedelta(seconds=HOUR_S)
-    in_hour = col(Message.created_at) >= hour_start
+    projects = sorted(set(project_ids)) if project_ids is not None else None
+    params: dict[str, object] = {
+        "numbers": wanted,
+        "hour_start": now - timedelta(seconds=HOUR_S),
+        "day_start": now - timedelta(seconds=DAY_S),
+    }
+    if projects is not None:
+        params["projects"] = projects
+    if billing is not None:
+        params["billing"] = billing
+    rows = executor.execute(_usage_statement(projects is not None, billing is not None), params)
+    found: dict[tuple[str | None, str], dict[int, Usage]] = {}
+    for row in rows:
+        key = (row.project_id if projects is not None else None, row.to_number)
+        found[key] = {
+            HOUR_S: Usage(int(row.hour_count or 0), row.hour_oldest),
+            DAY_S: Usage(int(row.day_count), row.day_oldest),
+        }
+    return found
+
+
+@functools.cache
+def _usage_statement(by_project: bool, by_billing: bool) -> Select[Any]:
+    """`recipient_usage`'s statement for one combination of filters, built once."""
+    in_hour = col(Message.created_at) >= sa.bindparam("hour_start")
     conditions = [
-        col(Message.to_number).in_(wanted),
-        col(Message.created_at) >= now - timedelta(days=1),
+        col(Message.to_number).in_(sa.bindparam("numbers", expanding=True)),
+        col(Message.created_at) >= sa.bindparam("day_start"),
         col(Message.direction) == "out",
     ]
     keys = [col(Message.to_number)]
-    projects = sorted(set(project_ids)) if project_ids is not None else None
-    if projects is not None:
-        conditions.append(col(Message.project_id).in_(projects))
+    if by_project:
+        conditions.append(col(Message.project_id).in_(sa.bindparam("projects", expanding=True)))
         keys.insert(0, col(Message.project_id))
-    if billing is not None:
-        conditions.append(col(Message.billing) == billing)
-    rows = executor.execute(
+    if by_billing:
+        conditions.append(col(Message.billing) == sa.bindparam("billing"))
+    return (
         select(
             *keys,
             func.sum(case((in_hour, 1), else_=0)).label("hour_count"),
@@ -67,14 +91,6 @@ def recipient_usage(
         .where(*conditions)
         .group_by(*keys)
     )
-    found: dict[tuple[str | None, str], dict[int, Usage]] = {}
-    for row in rows:
-        key = (row.project_id if projects is not None else None, row.to_number)
-        found[key] = {
-            HOUR_S: Usage(int(row.hour_count or 0), row.hour_oldest),
-            DAY_S: Usage(int(row.day_count), row.day_oldest),
-        }
-    return found
 
 
 def check_recipients(
