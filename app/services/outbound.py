@@ -432,9 +432,7 @@ async def apply_reports(session: AsyncSession, reports: Sequence[Report]) -> lis
 
 # Built once, like the claim statements: a report batch is the hub's hottest write.
 _REPORTED_MESSAGES = (
-    select(*_MESSAGES.c, _SIMS.c.number.label("sim_number"))
-    .select_from(_MESSAGES.outerjoin(_SIMS, _SIMS.c.id == _MESSAGES.c.sim_id))
-    .where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
+    outbox.MESSAGES_WITH_SIMS.where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(_MESSAGES.c.id)
     .with_for_update(of=_MESSAGES)
 )

@@ -89,11 +89,12 @@ def write_events(conn: Connection | Session, rows: Sequence[dict[str, Any]]) -> 
 # The statements of the hub's and the sweeps' batches, built once: building one (and its
 # cache key) costs more than running it on SQLite. `ids` expands to the list given.
 _INSERT_EVENTS = _EVENTS.insert()
-_MESSAGES_WITH_SIMS = select(*_MESSAGES.c, _SIMS.c.number.label("sim_number")).select_from(
+# Every message column and its SIM's number (`sim_number`), as `record_of` reads a row.
+MESSAGES_WITH_SIMS = select(*_MESSAGES.c, _SIMS.c.number.label("sim_number")).select_from(
     _MESSAGES.outerjoin(_SIMS, _SIMS.c.id == _MESSAGES.c.sim_id)
 )
-_MESSAGES_NAMED = _MESSAGES_WITH_SIMS.where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
-_MESSAGES_OF_REQUESTS = _MESSAGES_WITH_SIMS.where(
+_MESSAGES_NAMED = MESSAGES_WITH_SIMS.where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
+_MESSAGES_OF_REQUESTS = MESSAGES_WITH_SIMS.where(
     _MESSAGES.c.request_id.in_(bindparam("ids", expanding=True))
 ).order_by(_MESSAGES.c.seq)
 _LOCK_REQUESTS = (
