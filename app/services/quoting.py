@@ -76,6 +76,11 @@ class PreparedSend:
     def total_atomic(self) -> int:
         return sum(item.price_atomic for item in self.items) + self.fees_atomic
 
+    @property
+    def per_segment_rate_atomic(self) -> int:
+        """The highest rate among the destinations (what a quote shows as its rate)."""
+        return max((item.rate_atomic for item in self.items), default=0)
+
     def raise_if_blocked(self) -> None:
         if self.blocking_error is not None:
             raise self.blocking_error
@@ -245,7 +250,7 @@ def new_quote(
         recipients=[item.to for item in prepared.items],
         encoding=first.plan.encoding if first else segments.GSM7,
         segment_count=prepared.segment_count,
-        per_segment_rate_atomic=max((item.rate_atomic for item in prepared.items), default=0),
+        per_segment_rate_atomic=prepared.per_segment_rate_atomic,
         fees_atomic=prepared.fees_atomic,
         total_atomic=prepared.total_atomic,
         purpose=purpose,
@@ -287,7 +292,7 @@ async def create_quote(
     )
     quote = IssuedQuote(
         id=quote_tokens.sign(claims, quote_signing_key(settings)),
-        per_segment_rate_atomic=max((item.rate_atomic for item in prepared.items), default=0),
+        per_segment_rate_atomic=prepared.per_segment_rate_atomic,
         expires_at=expires_at,
     )
     return prepared, quote
