@@ -4,6 +4,7 @@ content, plan segments and price — then sign the quote. Nothing here charges o
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -303,8 +304,9 @@ def quote_signing_key(settings: Settings) -> bytes:
     without it, this process's own random key."""
     if settings.secret_key is None:
         return _PROCESS_QUOTE_KEY
-    secret = settings.secret_key.get_secret_value().encode()
-    return hashlib.sha256(b"simwire quote ids\x00" + secret).digest()
+    operator_key = settings.secret_key.get_secret_value().encode()
+    return hmac.new(operator_key, _QUOTE_KEY_DERIVATION, hashlib.sha256).digest()
 
 
+_QUOTE_KEY_DERIVATION = b"simwire quote ids v1"
 _PROCESS_QUOTE_KEY = secrets.token_bytes(32)
