@@ -28,8 +28,17 @@ class ImmediateSession:
     async def flush(self, objects: Any = None) -> None:
         self.sync_session.flush(objects)
 
+    async def delete(self, instance: object) -> None:
+        self.sync_session.delete(instance)
+
     def add(self, instance: object) -> None:
         self.sync_session.add(instance)
+
+    def add_all(self, instances: Any) -> None:
+        self.sync_session.add_all(instances)
+
+    def get_bind(self) -> Any:
+        return self.sync_session.get_bind()
 
 
 def run(work: Callable[[AsyncSession], Coroutine[Any, Any, T]], conn: Connection) -> T:

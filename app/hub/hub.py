@@ -391,12 +391,22 @@ class Hub:
         finally:
             if self.connections.get(device.id) is connection:
                 self._unregister(connection)
-                requeued = await devices.device_disconnected(
-                    self.db, device.id, self.instance_id, connection.seen_state()
-                )
-                if requeued:
-                    await self.notify_queued(device.project_id)
+                await self._let_go(connection)
             log.info("phone_disconnected", device_id=device.id)
+
+    async def _let_go(self, connection: PhoneConnection) -> None:
+        """Records the phone offline and requeues what it had not accepted. If that write
+        fails it is logged; the sweep requeues the messages once their ack timeout passes."""
+        device = connection.device
+        try:
+            requeued = await devices.device_disconnected(
+                self.db, device.id, self.instance_id, connection.seen_state()
+            )
+        except Exception as exc:
+            log.error("phone_disconnect_failed", device_id=device.id, error=repr(exc), exc_info=exc)
+            return
+        if requeued:
+            await self.notify_queued(device.project_id)
 
     def _register(self, connection: PhoneConnection) -> None:
         device = connection.device
@@ -541,7 +551,8 @@ class Hub:
         inbound: list[DeviceSms] = []
         hellos: list[tuple[PhoneConnection, list[LiveSim], Any]] = []
         since = datetime.fromtimestamp(time.time() - longest_span_s(self.limits), UTC)
-        async with self.db.transaction() as session:
+
+        async def write(session: AsyncSession) -> tuple[list[outbound.Outcome], set[str]]:
             for index, (connection, frame) in enumerate(batch):
                 device = connection.device
                 if isinstance(frame, protocol.Hello | protocol.Sims):
@@ -596,6 +607,9 @@ class Hub:
             )
             if reports or inbound:
                 crash_point(CRASH_BEFORE_REPORTS_COMMIT)
+            return outcomes, replied
+
+        outcomes, replied = await self.db.run_unit(write)
         # Committed: now the live state, and the answers.
         answers: list[list[str]] = [[] for _ in batch]
         for connection, live, (in_flight, dispatched) in hellos:

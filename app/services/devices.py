@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Boolean, Integer, bindparam, func, select, update
+from sqlalchemy import Boolean, Integer, String, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db.engine import Database
 from app.db.models import Device, Message, Sim
+from app.db.types import UTCDateTime
 from app.domain import credentials, statuses
 from app.domain.errors import NotFound, Unauthorized
 from app.domain.text import storable
@@ -48,6 +49,88 @@ class ReportedSim:
 
 
 _DEVICE_INFO_LENGTHS = {"model": 200, "os": 200, "app_version": 64}
+
+# The statements of a phone connecting and reporting its SIMs, built once (Core, no ORM
+# objects loaded or flushed): a reconnect storm of thousands of phones runs them all.
+_DEVICES = Device.metadata.tables["devices"]
+_SIMS = Sim.metadata.tables["sims"]
+_DEVICE_BY_TOKEN = select(_DEVICES).where(_DEVICES.c.token_hash == bindparam("token_hash"))
+_CONNECTION_VALUES = {
+    "instance_id": bindparam("holder"),
+    "connected_at": bindparam("now", type_=UTCDateTime()),
+    "last_seen_at": bindparam("now", type_=UTCDateTime()),
+    **{
+        name: func.coalesce(bindparam(f"info_{name}", type_=String()), _DEVICES.c[name])
+        for name in _DEVICE_INFO_LENGTHS
+    },
+}
+_CLAIM_CONNECTION = (
+    update(_DEVICES)
+    .where(
+        _DEVICES.c.id == bindparam("device_id"),
+        _DEVICES.c.instance_id.is_(None),
+        _DEVICES.c.revoked_at.is_(None),
+    )
+    .values(_CONNECTION_VALUES)
+    .returning(_DEVICES.c.id)
+)
+_TAKE_CONNECTION = (
+    update(_DEVICES).where(_DEVICES.c.id == bindparam("device_id")).values(_CONNECTION_VALUES)
+)
+_DEVICE_WITH_SIMS = (
+    select(_DEVICES, _SIMS)
+    .select_from(_DEVICES.outerjoin(_SIMS, _SIMS.c.device_id == _DEVICES.c.id))
+    .where(_DEVICES.c.id == bindparam("device_id"))
+    .order_by(_SIMS.c.slot)
+)
+_SIMS_OF_DEVICE = select(_SIMS).where(_SIMS.c.device_id == bindparam("device_id"))
+_UPDATE_SIM = (
+    update(_SIMS)
+    .where(_SIMS.c.id == bindparam("sim_id"))
+    .values(
+        number=bindparam("new_number"),
+        carrier=bindparam("new_carrier"),
+        iccid=bindparam("new_iccid"),
+        live=bindparam("new_live"),
+        last_seen_at=bindparam("seen_at", type_=UTCDateTime()),
+    )
+)
+
+
+def _kept(name: str, kind: Any, column: Any) -> Any:
+    """The new value of `column` if one was given, else the stored one."""
+    return func.coalesce(bindparam(name, type_=kind()), column)
+
+
+# What was last heard from a phone (None: not reported, the stored value stays).
+_SEEN_VALUES = {
+    "last_seen_at": _kept("seen_at", UTCDateTime, _DEVICES.c.last_seen_at),
+    "battery": _kept("seen_battery", Integer, _DEVICES.c.battery),
+    "charging": _kept("seen_charging", Boolean, _DEVICES.c.charging),
+    "signal": _kept("seen_signal", Integer, _DEVICES.c.signal),
+}
+_FLUSH_SEEN = update(_DEVICES).where(_DEVICES.c.id == bindparam("device_id")).values(_SEEN_VALUES)
+_LET_GO = (
+    update(_DEVICES)
+    .where(
+        _DEVICES.c.id == bindparam("device_id"),
+        _DEVICES.c.instance_id == bindparam("holder"),
+    )
+    .values({"instance_id": None, **_SEEN_VALUES})
+    .returning(_DEVICES.c.id)
+)
+
+_SIMS_NOT_LIVE = update(_SIMS).where(_SIMS.c.device_id == bindparam("of_device")).values(live=False)
+_MESSAGES = Message.metadata.tables["messages"]
+_REQUEUE_UNACCEPTED = (
+    update(_MESSAGES)
+    .where(
+        _MESSAGES.c.device_id == bindparam("held_by"),
+        _MESSAGES.c.status == statuses.SENDING,
+    )
+    .values(status=statuses.QUEUED, device_id=None, sim_id=None)
+    .returning(_MESSAGES.c.id)
+)
 
 
 def device_is_online(device: Device, now: datetime, idle_timeout_s: float) -> bool:
@@ -89,17 +172,16 @@ async def authenticate_device(db: Database, token: str) -> Device:
     """The device behind a token; Unauthorized if unknown, DeviceRevoked if revoked."""
     if not credentials.is_device_token(token):
         raise Unauthorized("the device token is malformed")
-    async with db.sessions() as session:
-        device = (
-            await session.execute(
-                select(Device).where(col(Device.token_hash) == credentials.hash_secret(token))
-            )
-        ).scalar_one_or_none()
-    if device is None or not credentials.secret_matches(token, device.token_hash):
+    token_hash = credentials.hash_secret(token)
+    row = await db.run(
+        lambda conn: conn.execute(_DEVICE_BY_TOKEN, {"token_hash": token_hash}).one_or_none(),
+        read_only=True,
+    )
+    if row is None or not credentials.secret_matches(token, row.token_hash):
         raise Unauthorized("the device token is not valid")
-    if device.revoked_at is not None:
+    if row.revoked_at is not None:
         raise DeviceRevoked("this device was removed from its project")
-    return device
+    return Device(**row._mapping)
 
 
 async def list_devices(db: Database, project_id: str) -> list[tuple[Device, list[Sim]]]:
@@ -149,8 +231,7 @@ async def revoke_device(db: Database, project_id: str, device_id: str) -> Device
 async def device_connected(
     db: Database, device_id: str, instance_id: str, info: dict[str, Any] | None = None
 ) -> None:
-    async with db.transaction() as session:
-        await note_connected(session, device_id, instance_id, info)
+    await db.run_unit(lambda session: note_connected(session, device_id, instance_id, info))
 
 
 async def note_connected(
@@ -159,29 +240,17 @@ async def note_connected(
     """In the caller's transaction: the device is connected to `instance_id` (and seen now),
     with what it says of itself (`info`: model, os, app_version); `device.online` if no
     instance held it."""
-    now = utcnow()
-    values: dict[str, Any] = {"instance_id": instance_id, "connected_at": now, "last_seen_at": now}
+    values: dict[str, Any] = {"device_id": device_id, "holder": instance_id, "now": utcnow()}
     # Descriptive only, so stored cut to the column's size with NUL replaced, never refused.
     for name, max_length in _DEVICE_INFO_LENGTHS.items():
-        if info and isinstance(info.get(name), str):
-            values[name] = storable(info[name])[:max_length]
+        given = info.get(name) if info else None
+        values[f"info_{name}"] = storable(given)[:max_length] if isinstance(given, str) else None
     # Conditional, so of two instances racing to connect it only one sees it come online.
-    came_online = (
-        await session.execute(
-            update(Device)
-            .where(
-                col(Device.id) == device_id,
-                col(Device.instance_id).is_(None),
-                col(Device.revoked_at).is_(None),
-            )
-            .values(**values)
-            .returning(col(Device.id))
-        )
-    ).scalar_one_or_none() is not None
+    came_online = (await session.execute(_CLAIM_CONNECTION, values)).first() is not None
     if came_online:
         await _record_device_event(session, device_id, "device.online", online=True)
     else:
-        await session.execute(update(Device).where(col(Device.id) == device_id).values(**values))
+        await session.execute(_TAKE_CONNECTION, values)
 
 
 async def _record_device_event(
@@ -189,19 +258,16 @@ async def _record_device_event(
 ) -> None:
     """The device as `GET /v1/devices` lists it, read in this transaction (one statement).
     `online` is what the change just made it (just seen, or let go)."""
-    rows = (
-        await session.execute(
-            select(Device, Sim)
-            .outerjoin(Sim, col(Sim.device_id) == col(Device.id))
-            .where(col(Device.id) == device_id)
-            .order_by(col(Sim.slot))
-            .execution_options(populate_existing=True)
-        )
-    ).all()
+    rows = (await session.execute(_DEVICE_WITH_SIMS, {"device_id": device_id})).all()
     if not rows:
         return
-    device = rows[0][0]
-    sims = [sim for _, sim in rows if sim is not None]
+    width = len(_DEVICES.c)
+    device = Device(**dict(zip(_DEVICES.c.keys(), rows[0][:width], strict=True)))
+    sims = [
+        Sim(**dict(zip(_SIMS.c.keys(), row[width:], strict=True)))
+        for row in rows
+        if row[width] is not None
+    ]
     data = as_data(device_out(device, sims, online))
     await outbox.insert_events(session, [outbox.event_row(device.project_id, type, data)])
 
@@ -215,38 +281,50 @@ async def report_sims(db: Database, device: Device, sims: list[ReportedSim]) -> 
 async def replace_sims(
     session: AsyncSession, device_id: str, project_id: str, sims: list[ReportedSim]
 ) -> list[Sim]:
-    """`report_sims` in the caller's transaction."""
+    """`report_sims` in the caller's transaction: SIMs of known slots are updated, new slots
+    inserted, slots no longer reported made not live; the reported ones are returned by slot."""
     now = utcnow()
     known = {
-        sim.slot: sim
-        for sim in (
-            await session.execute(select(Sim).where(col(Sim.device_id) == device_id))
-        ).scalars()
+        row.slot: Sim(**row._mapping)
+        for row in await session.execute(_SIMS_OF_DEVICE, {"device_id": device_id})
     }
-    reported_slots = set()
-    for reported in sims:
-        reported_slots.add(reported.slot)
-        sim = known.get(reported.slot)
+    reported: dict[int, Sim] = {}
+    inserts: list[dict[str, Any]] = []
+    for given in sims:
+        sim = known.get(given.slot)
         if sim is None:
             sim = Sim(
                 id=new_id("sim"),
                 project_id=project_id,
                 device_id=device_id,
-                slot=reported.slot,
+                slot=given.slot,
                 created_at=now,
             )
-            session.add(sim)
-            known[reported.slot] = sim
-        sim.number = reported.number or None
-        sim.carrier = reported.carrier
-        sim.iccid = reported.iccid
+        sim.number = given.number or None
+        sim.carrier = given.carrier
+        sim.iccid = given.iccid
         sim.live = True
         sim.last_seen_at = now
-    for slot, sim in known.items():
-        if slot not in reported_slots:
-            sim.live = False
-    await session.flush()
-    return [known[slot] for slot in sorted(reported_slots)]
+        if given.slot not in known:
+            inserts.append(sim.model_dump(exclude={"seq"}))
+        reported[given.slot] = sim
+    updates = [
+        {
+            "sim_id": sim.id,
+            "new_number": sim.number,
+            "new_carrier": sim.carrier,
+            "new_iccid": sim.iccid,
+            "new_live": slot in reported,
+            "seen_at": now if slot in reported else sim.last_seen_at,
+        }
+        for slot, sim in known.items()
+        if slot in reported or sim.live
+    ]
+    if updates:
+        await session.execute(_UPDATE_SIM, updates)
+    if inserts:
+        await session.execute(insert(_SIMS), inserts)
+    return [reported[slot] for slot in sorted(reported)]
 
 
 async def device_seen(
@@ -274,29 +352,16 @@ class SeenState:
     signal: int | None = None
 
 
-def _kept(name: str, kind: Any, column: Any) -> Any:
-    """The new value of `column` if one was given, else the stored one."""
-    return func.coalesce(bindparam(name, type_=kind()), column)
-
-
 async def flush_seen(db: Database, states: list[SeenState]) -> None:
     """Writes many phones' `last_seen_at`, battery, charging and signal in one statement."""
     if not states:
         return
     async with db.transaction() as session:
-        devices = Device.metadata.tables["devices"]
         await session.execute(
-            update(devices)
-            .where(devices.c.id == bindparam("seen_device"))
-            .values(
-                last_seen_at=bindparam("seen_at"),
-                battery=_kept("seen_battery", Integer, devices.c.battery),
-                charging=_kept("seen_charging", Boolean, devices.c.charging),
-                signal=_kept("seen_signal", Integer, devices.c.signal),
-            ),
+            _FLUSH_SEEN,
             [
                 {
-                    "seen_device": state.device_id,
+                    "device_id": state.device_id,
                     "seen_at": state.seen_at,
                     "seen_battery": state.battery,
                     "seen_charging": state.charging,
@@ -313,34 +378,28 @@ async def device_disconnected(
     """Marks the device offline (if this instance still holds it), with what was last heard
     from it (`seen`) and `device.offline`, and returns to the queue what it had not accepted.
     Returns the ids of requeued messages."""
-    values: dict[str, Any] = {"instance_id": None}
-    if seen is not None:
-        values["last_seen_at"] = seen.seen_at
-        for name in ("battery", "charging", "signal"):
-            if getattr(seen, name) is not None:
-                values[name] = getattr(seen, name)
-    async with db.transaction() as session:
-        result = await session.execute(
-            update(Device)
-            .where(col(Device.id) == device_id, col(Device.instance_id) == instance_id)
-            .values(**values)
-            .returning(col(Device.id))
-        )
-        if result.scalar_one_or_none() is None:
+    values: dict[str, Any] = {
+        "device_id": device_id,
+        "holder": instance_id,
+        "seen_at": seen.seen_at if seen is not None else None,
+        "seen_battery": seen.battery if seen is not None else None,
+        "seen_charging": seen.charging if seen is not None else None,
+        "seen_signal": seen.signal if seen is not None else None,
+    }
+
+    async def let_go(session: AsyncSession) -> list[str]:
+        if (await session.execute(_LET_GO, values)).first() is None:
             return []  # it already reconnected elsewhere
-        await session.execute(update(Sim).where(col(Sim.device_id) == device_id).values(live=False))
+        await session.execute(_SIMS_NOT_LIVE, {"of_device": device_id})
         requeued = await _requeue_unaccepted(session, device_id)
         await _record_device_event(session, device_id, "device.offline", online=False)
         return requeued
 
+    return await db.run_unit(let_go)
+
 
 async def _requeue_unaccepted(session: AsyncSession, device_id: str) -> list[str]:
-    result = await session.execute(
-        update(Message)
-        .where(col(Message.device_id) == device_id, col(Message.status) == statuses.SENDING)
-        .values(status=statuses.QUEUED, device_id=None, sim_id=None)
-        .returning(col(Message.id))
-    )
+    result = await session.execute(_REQUEUE_UNACCEPTED, {"held_by": device_id})
     return list(result.scalars())
 
 
