@@ -17,6 +17,9 @@ HAS_BODY = "body <> ''"
 HAS_DEDUPE_ID = "phone_message_id IS NOT NULL"
 # Events not yet turned into webhook deliveries (app/webhooks/fanout.py).
 UNROUTED_EVENT = "routed = false"
+# Outbound messages the hub's sweep still watches (app/services/outbound.py `sweep`): the few
+# in flight or waiting, never the history, which every one of its rounds would otherwise read.
+LIVE_MESSAGE = "status IN ('queued', 'sending', 'accepted')"
 
 
 def _partial_index(name: str, column: str, where: str) -> sa.Index:
@@ -173,6 +176,7 @@ class Message(SQLModel, table=True):
         sa.Index("ix_messages_to_created", "to_number", "created_at"),
         _partial_index("ix_messages_body_retention", "created_at", HAS_BODY),
         _partial_index("ix_messages_dedupe_retention", "created_at", HAS_DEDUPE_ID),
+        _partial_index("ix_messages_live_status", "status", LIVE_MESSAGE),
     )
 
     seq: int | None = Field(default=None, primary_key=True)

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Connection, Update, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Update, and_, bindparam, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db.engine import Database
-from app.db.models import Device, Message, Sim
+from app.db.models import LIVE_MESSAGE, Device, Message, Sim
 from app.domain import statuses
 from app.services import outbox
 from app.services.credits import refund_message
@@ -252,6 +252,18 @@ class Dispatched:
     segment_count: int
 
 
+_IN_FLIGHT_OF_DEVICE = select(_MESSAGES.c.id, _MESSAGES.c.sim_id).where(
+    _MESSAGES.c.device_id == bindparam("device_id"),
+    _MESSAGES.c.status.in_([statuses.SENDING, statuses.ACCEPTED]),
+)
+_DISPATCHED_SINCE = select(
+    _MESSAGES.c.id, _MESSAGES.c.sim_id, _MESSAGES.c.dispatched_at, _MESSAGES.c.segment_count
+).where(
+    _MESSAGES.c.sim_id.in_(bindparam("sim_ids", expanding=True)),
+    _MESSAGES.c.dispatched_at >= bindparam("since"),
+)
+
+
 async def live_state(
     session: AsyncSession, device_id: str, sim_ids: Sequence[str], since: datetime
 ) -> tuple[dict[str, str | None], list[Dispatched]]:
@@ -260,26 +272,14 @@ async def live_state(
     its SIMs since `since` (a message sent back to the queue has no SIM and counts no more)."""
     in_flight = {
         message_id: sim_id
-        for message_id, sim_id in (
-            await session.execute(
-                select(col(Message.id), col(Message.sim_id)).where(
-                    col(Message.device_id) == device_id,
-                    col(Message.status).in_([statuses.SENDING, statuses.ACCEPTED]),
-                )
-            )
-        ).all()
+        for message_id, sim_id in await session.execute(
+            _IN_FLIGHT_OF_DEVICE, {"device_id": device_id}
+        )
     }
     dispatched: list[Dispatched] = []
     if sim_ids:
-        rows = await session.execute(
-            select(
-                col(Message.id),
-                col(Message.sim_id),
-                col(Message.dispatched_at),
-                col(Message.segment_count),
-            ).where(col(Message.sim_id).in_(list(sim_ids)), col(Message.dispatched_at) >= since)
-        )
-        dispatched = [Dispatched(*row) for row in rows.all()]
+        rows = await session.execute(_DISPATCHED_SINCE, {"sim_ids": list(sim_ids), "since": since})
+        dispatched = [Dispatched(*row) for row in rows]
     return in_flight, dispatched
 
 
@@ -590,7 +590,13 @@ async def sweep(
     case that instance died without saying so."""
     now = utcnow()
     deadline = now - timedelta(seconds=ack_timeout_s)
-    unaccepted = [col(Message.status) == statuses.SENDING, col(Message.dispatched_at) < deadline]
+    # Each condition starts with LIVE_MESSAGE verbatim, so SQLite reads the partial index of
+    # the few live messages, not the whole table, every round.
+    live = text(LIVE_MESSAGE)
+    unaccepted = [
+        col(Message.status) == statuses.SENDING,
+        col(Message.dispatched_at) < deadline,
+    ]
     if instance_id is not None:
         ours = select(col(Device.id)).where(
             or_(col(Device.instance_id) == instance_id, col(Device.instance_id).is_(None))
@@ -607,7 +613,7 @@ async def sweep(
     async def requeue(session: AsyncSession) -> Sequence[Any]:
         requeued = await session.execute(
             update(Message)
-            .where(*unaccepted)
+            .where(live, *unaccepted)
             .values(status=statuses.QUEUED, device_id=None, sim_id=None)
             .returning(col(Message.id), col(Message.project_id))
         )
@@ -618,6 +624,7 @@ async def sweep(
     expired, _ = await _finish_where(
         db,
         and_(
+            live,
             col(Message.status) == statuses.QUEUED,
             col(Message.direction) == "out",
             col(Message.expires_at) < now,
@@ -628,6 +635,7 @@ async def sweep(
     no_result, failed = await _finish_where(
         db,
         and_(
+            live,
             col(Message.status) == statuses.ACCEPTED,
             col(Message.accepted_at) < now - timedelta(seconds=result_timeout_s),
         ),

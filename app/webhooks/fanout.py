@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from app.db.engine import Database
-from app.db.models import Event, Message, Webhook, WebhookDelivery
+from app.db.models import UNROUTED_EVENT, Event, Message, Webhook, WebhookDelivery
 from app.services.ids import new_id, utcnow
 
 BATCH = 500
@@ -40,7 +40,7 @@ async def route_events(db: Database, now: datetime | None = None, batch: int = B
 def route_in(session: Session, is_sqlite: bool, now: datetime, batch: int = BATCH) -> int:
     """`route_events` in the caller's (synchronous) transaction: the worker claims in the same
     one."""
-    query = select(col(Event.seq), col(Event.project_id)).where(col(Event.routed) == sa.false())
+    query = select(col(Event.seq), col(Event.project_id)).where(sa.text(UNROUTED_EVENT))
     query = query.order_by(col(Event.seq)).limit(batch)
     if not is_sqlite:
         query = query.with_for_update(skip_locked=True)
