@@ -17,6 +17,7 @@ from sqlalchemy import Boolean, Integer, String, bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.db import bulk
 from app.db.engine import Database
 from app.db.models import Device, Message, Sim
 from app.db.types import UTCDateTime
@@ -354,22 +355,18 @@ class SeenState:
 
 async def flush_seen(db: Database, states: list[SeenState]) -> None:
     """Writes many phones' `last_seen_at`, battery, charging and signal in one statement."""
-    if not states:
-        return
-    async with db.transaction() as session:
-        await session.execute(
-            _FLUSH_SEEN,
-            [
-                {
-                    "device_id": state.device_id,
-                    "seen_at": state.seen_at,
-                    "seen_battery": state.battery,
-                    "seen_charging": state.charging,
-                    "seen_signal": state.signal,
-                }
-                for state in states
-            ],
-        )
+    rows = [
+        {
+            "device_id": state.device_id,
+            "seen_at": state.seen_at,
+            "seen_battery": state.battery,
+            "seen_charging": state.charging,
+            "seen_signal": state.signal,
+        }
+        for state in states
+    ]
+    if rows:
+        await db.run(lambda conn: bulk.execute_many(conn, _FLUSH_SEEN, rows))
 
 
 async def device_disconnected(
