@@ -13,12 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, update
 from sqlalchemy.engine import Engine
 
 from app.db.engine import Database
+from app.db.models import Message
 from app.services import outbound
 from app.services.events import record_event
+from app.services.outbound import OutboundItem, enqueue
 from app.settings import Settings
 from app.webhooks.delivery import DeliveryWorker
 from app.webhooks.fanout import route_events
@@ -87,4 +89,32 @@ async def test_the_idle_rounds_read_no_growing_table_whole(
         assert whole_table_reads(path, seen) == []
     finally:
         await worker.client.aclose()
+        await db.dispose()
+
+
+async def test_a_sweep_with_work_reads_only_the_live_messages(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    path = tmp_path / "sweep.db"
+    shutil.copyfile(sqlite_template, path)
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        tenant = await new_tenant(db)
+        async with db.transaction() as session:
+            [row] = await enqueue(
+                session, tenant.project_id, [OutboundItem("+15550200001", "hi", "GSM-7", 1)]
+            )
+            await session.execute(
+                update(Message)
+                .where(Message.id == row.id)  # type: ignore[arg-type]
+                .values(expires_at=row.created_at)
+            )
+        with statements_run() as seen:
+            result = await outbound.sweep(
+                db, ack_timeout_s=10, result_timeout_s=60, instance_id="i1"
+            )
+        assert result.expired == 1
+        assert any(statement.startswith("UPDATE messages") for statement, _ in seen)
+        assert whole_table_reads(path, seen) == []
+    finally:
         await db.dispose()
