@@ -56,14 +56,18 @@ _DEVICE_INFO_LENGTHS = {"model": 200, "os": 200, "app_version": 64}
 _DEVICES = Device.metadata.tables["devices"]
 _SIMS = Sim.metadata.tables["sims"]
 _DEVICE_BY_TOKEN = select(_DEVICES).where(_DEVICES.c.token_hash == bindparam("token_hash"))
+
+
+def _kept(name: str, kind: Any, column: Any) -> Any:
+    """The new value of `column` if one was given, else the stored one."""
+    return func.coalesce(bindparam(name, type_=kind()), column)
+
+
 _CONNECTION_VALUES = {
     "instance_id": bindparam("holder"),
     "connected_at": bindparam("now", type_=UTCDateTime()),
     "last_seen_at": bindparam("now", type_=UTCDateTime()),
-    **{
-        name: func.coalesce(bindparam(f"info_{name}", type_=String()), _DEVICES.c[name])
-        for name in _DEVICE_INFO_LENGTHS
-    },
+    **{name: _kept(f"info_{name}", String, _DEVICES.c[name]) for name in _DEVICE_INFO_LENGTHS},
 }
 _CLAIM_CONNECTION = (
     update(_DEVICES)
@@ -96,11 +100,6 @@ _UPDATE_SIM = (
         last_seen_at=bindparam("seen_at", type_=UTCDateTime()),
     )
 )
-
-
-def _kept(name: str, kind: Any, column: Any) -> Any:
-    """The new value of `column` if one was given, else the stored one."""
-    return func.coalesce(bindparam(name, type_=kind()), column)
 
 
 # What was last heard from a phone (None: not reported, the stored value stays).
