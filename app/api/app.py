@@ -44,6 +44,7 @@ from app.api.input_guard import InputGuardMiddleware
 from app.api.mcp import build_mcp, mcp_mount
 from app.api.openapi import COMPONENTS
 from app.api.ratelimit import RateLimitMiddleware, RequestLimits
+from app.collector import settle_after_startup
 from app.dashboard import dashboard_router
 from app.db.engine import Database
 from app.hub.hub import Hub
@@ -221,4 +222,6 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
 def app_from_env() -> Litestar:
     """Factory for `uvicorn --factory app.api.app:app_from_env`."""
-    return create_app()
+    app = create_app()
+    settle_after_startup()
+    return app
