@@ -27,7 +27,6 @@ from app.api.controllers.devices import (
     inbound_batch,
     list_sims,
     lock_sim,
-    phone_socket,
     unlock_sim,
 )
 from app.api.controllers.events import list_events as list_events_route
@@ -43,6 +42,7 @@ from app.api.errors import EXCEPTION_HANDLERS
 from app.api.input_guard import InputGuardMiddleware
 from app.api.mcp import build_mcp, mcp_mount
 from app.api.openapi import COMPONENTS
+from app.api.phone_door import SimwireApp, phone_door
 from app.api.ratelimit import RateLimitMiddleware, RequestLimits
 from app.collector import settle_after_startup
 from app.dashboard import dashboard_router
@@ -148,7 +148,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             if db is None:
                 await database.dispose()
 
-    return Litestar(
+    rate_limit = RateLimitMiddleware(rate_limits)
+    app = SimwireApp(
         route_handlers=[
             healthz,
             readyz,
@@ -160,7 +161,6 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             list_sims,
             lock_sim,
             unlock_sim,
-            phone_socket,
             inbound_batch,
             send_messages,
             create_quote,
@@ -202,7 +202,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         middleware=[
             RequestLogMiddleware(),
             ErrorDocsMiddleware(settings),
-            RateLimitMiddleware(rate_limits),
+            rate_limit,
             InputGuardMiddleware(),
         ],
         lifespan=[lifespan],
@@ -218,6 +218,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         logging_config=None,
         debug=False,
     )
+    app.phone_door = phone_door(hub, rate_limit)
+    return app
 
 
 def app_from_env() -> Litestar:

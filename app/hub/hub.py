@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from litestar import WebSocket
 from litestar.channels import ChannelsPlugin
-from litestar.exceptions import WebSocketDisconnect
 from litestar.types import ReceiveMessage
 from sqlalchemy.ext.asyncio import AsyncSession
 from uvicorn.protocols.utils import ClientDisconnected
@@ -29,6 +27,7 @@ from app.hub import protocol
 from app.hub.inbound_signal import InboundSignal
 from app.hub.limits import PhoneLimits
 from app.hub.live import ClaimPlan, DeviceRef, LiveSim, PhoneState, longest_span_s
+from app.hub.socket import PhoneSocket, SocketGone
 from app.logs import get_logger
 from app.services import devices, outbound
 from app.services.inbound import DeviceSms, ReceivedSms, store_inbound_many
@@ -36,8 +35,8 @@ from app.settings import Settings
 
 log = get_logger("simwire.hub")
 
-# What sending to a socket the phone already closed raises (Litestar's, then the server's).
-_GONE = (WebSocketDisconnect, ClientDisconnected)
+# What sending to a socket the phone already closed raises (ours, then the server's).
+_GONE = (SocketGone, ClientDisconnected)
 
 DISPATCH_CHANNEL = "simwire_dispatch"
 DEVICE_CHANNEL = "simwire_devices"
@@ -74,7 +73,7 @@ class PhoneConnection(PhoneState):
     """One phone socket and its live state (see app/hub/live.py). Plain values only: no
     database object is held for the life of a connection."""
 
-    socket: Any = None
+    socket: Any = None  # a PhoneSocket (app/hub/socket.py)
     heard_at: float = 0.0  # loop time of the last frame
     pinged_at: float = 0.0
     # What to write down at the next last-seen flush (wall clock), and the phone's last state.
@@ -355,35 +354,28 @@ class Hub:
 
     # One phone socket --------------------------------------------------------------------
 
-    async def serve(self, socket: WebSocket[Any, Any, Any]) -> None:
-        await socket.accept()
-        device = await self._authenticate(socket)
+    async def serve(self, socket: PhoneSocket) -> None:
+        try:
+            await socket.accept()
+            device = await self._authenticate(socket)
+        except _GONE:
+            return  # the phone left during the handshake
+        except Exception as exc:
+            log.error("phone_socket_failed", error=repr(exc), exc_info=exc)
+            await socket.close(1011, "server error")
+            return
         if device is None:
             return
         connection = PhoneConnection(device=device, socket=socket)
         connection.heard_at = connection.pinged_at = asyncio.get_running_loop().time()
         previous = self.connections.get(device.id)
         self._register(connection)
-        if previous is not None:
-            await previous.close(protocol.CLOSE_REPLACED, "replaced by a newer connection")
-        await devices.device_connected(self.db, device.id, self.instance_id)
-        await connection.send(
-            protocol.frame(
-                "connected",
-                project_id=device.project_id,
-                device_id=device.id,
-                limits={
-                    "parts_per_minute": self.limits.parts_per_minute,
-                    "parts_per_hour": self.limits.parts_per_hour,
-                    "parts_per_day": self.limits.parts_per_day,
-                    "max_in_flight": self.limits.device_max_in_flight,
-                    "max_frame_bytes": self.settings.phone_max_frame_bytes,
-                    "ping_interval_s": self.settings.phone_ping_interval_s,
-                },
-            )
-        )
-        log.info("phone_connected", device_id=device.id, project_id=device.project_id)
         try:
+            if previous is not None:
+                await previous.close(protocol.CLOSE_REPLACED, "replaced by a newer connection")
+            await devices.device_connected(self.db, device.id, self.instance_id)
+            await connection.send(self._connected_frame(device))
+            log.info("phone_connected", device_id=device.id, project_id=device.project_id)
             await self._receive_loop(connection)
         except _GONE:
             pass  # the phone went away while we were answering it: an ordinary disconnect
@@ -395,6 +387,21 @@ class Hub:
                 self._unregister(connection)
                 await self._let_go(connection)
             log.info("phone_disconnected", device_id=device.id)
+
+    def _connected_frame(self, device: DeviceRef) -> str:
+        return protocol.frame(
+            "connected",
+            project_id=device.project_id,
+            device_id=device.id,
+            limits={
+                "parts_per_minute": self.limits.parts_per_minute,
+                "parts_per_hour": self.limits.parts_per_hour,
+                "parts_per_day": self.limits.parts_per_day,
+                "max_in_flight": self.limits.device_max_in_flight,
+                "max_frame_bytes": self.settings.phone_max_frame_bytes,
+                "ping_interval_s": self.settings.phone_ping_interval_s,
+            },
+        )
 
     async def _let_go(self, connection: PhoneConnection) -> None:
         """Records the phone offline and requeues what it had not accepted. If that write
@@ -424,8 +431,8 @@ class Hub:
             if not phones:
                 del self._projects[device.project_id]
 
-    async def _authenticate(self, socket: WebSocket[Any, Any, Any]) -> DeviceRef | None:
-        token = socket.query_params.get("token")
+    async def _authenticate(self, socket: PhoneSocket) -> DeviceRef | None:
+        token = socket.query_param("token")
         if not token:
             try:
                 first = await asyncio.wait_for(socket.receive(), timeout=5)

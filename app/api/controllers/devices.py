@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 import segno
-from litestar import Controller, Request, WebSocket, delete, get, post, websocket
+from litestar import Controller, Request, delete, get, post
 from litestar.di import Provide
 
 from app.api.auth import require_scope
@@ -182,12 +182,6 @@ async def unlock_sim(db: Database, auth: AuthContext, hub: Hub, sim_id: str) -> 
     sim = await devices.set_sim_lock(db, auth.project_id, sim_id, False)
     await hub.notify_queued(auth.project_id)
     return sim_out(sim)
-
-
-@websocket("/v1/phone/ws")
-async def phone_socket(socket: WebSocket[Any, Any, Any], hub: Hub) -> None:
-    """The phone channel; see docs/phone-protocol.md."""
-    await hub.serve(socket)
 
 
 def _device_token(request: Request[Any, Any, Any]) -> str:
