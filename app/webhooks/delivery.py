@@ -64,6 +64,35 @@ STOP_GRACE_S = 2.0
 LEASE_MARGIN_S = 1.0
 WEBHOOK_DISABLED = "webhook.disabled"
 
+
+def _claimable(now: Any) -> Select[tuple[str, str, str]]:
+    """Pending deliveries no instance holds a lease on: (id, webhook id, event id). `now` is a
+    time or a bound parameter."""
+    return select(_DELIVERIES.c.id, _DELIVERIES.c.webhook_id, _DELIVERIES.c.event_id).where(
+        _DELIVERIES.c.status == PENDING,
+        or_(_DELIVERIES.c.leased_until.is_(None), _DELIVERIES.c.leased_until < now),
+    )
+
+
+def _due_deliveries(now: Any, full: Sequence[str]) -> Select[tuple[str, str, str]]:
+    """Claimable deliveries that are due, to enabled endpoints not in `full`."""
+    query = (
+        _claimable(now)
+        .join(_WEBHOOKS, _WEBHOOKS.c.id == _DELIVERIES.c.webhook_id)
+        .where(_DELIVERIES.c.next_attempt_at <= now, _WEBHOOKS.c.enabled == sa.true())
+    )
+    if full:
+        query = query.where(_DELIVERIES.c.webhook_id.not_in(full))
+    return query
+
+
+def _any(query: Select[Any]) -> Select[Any]:
+    return query.with_only_columns(_DELIVERIES.c.seq).limit(1)
+
+
+# The idle look (every poll interval) when no endpoint is full, built once.
+_ANY_DUE = _any(_due_deliveries(sa.bindparam("now"), ()))
+
 Clock = Callable[[], datetime]
 
 
@@ -223,11 +252,12 @@ class DeliveryWorker:
 
     async def _look(self, now: datetime) -> bool:
         """Whether events wait to be routed or a delivery this process may take is due."""
-        due = self._due(now).with_only_columns(_DELIVERIES.c.seq).limit(1)
+        full = self._full_endpoints()
+        due = _ANY_DUE if not full else _any(_due_deliveries(sa.bindparam("now"), full))
 
         def look(conn: Connection) -> bool:
             unrouted = conn.execute(_ANY_UNROUTED).first()
-            return unrouted is not None or conn.execute(due).first() is not None
+            return unrouted is not None or conn.execute(due, {"now": now}).first() is not None
 
         return await self.db.run(look, read_only=True)
 
@@ -235,7 +265,7 @@ class DeliveryWorker:
         """Sends one delivery at once and waits until its attempt is recorded (the test route);
         nothing when it is not pending or another send of it is under way."""
         now = self.clock()
-        query = self._claimable(now).where(_DELIVERIES.c.id == delivery_id)
+        query = _claimable(now).where(_DELIVERIES.c.id == delivery_id)
         if not self.db.is_sqlite:
             query = query.with_for_update(skip_locked=True)  # another instance may be claiming it
         async with self.db.transaction() as session:
@@ -247,25 +277,12 @@ class DeliveryWorker:
 
     # Claiming --------------------------------------------------------------------------------
 
-    def _claimable(self, now: datetime) -> Select[tuple[str, str, str]]:
-        """Pending deliveries no instance holds a lease on: (id, webhook id, event id)."""
-        return select(_DELIVERIES.c.id, _DELIVERIES.c.webhook_id, _DELIVERIES.c.event_id).where(
-            _DELIVERIES.c.status == PENDING,
-            or_(_DELIVERIES.c.leased_until.is_(None), _DELIVERIES.c.leased_until < now),
-        )
-
     def _due(self, now: datetime) -> Select[tuple[str, str, str]]:
-        """Claimable deliveries that are due, to enabled endpoints this process does not
-        already hold its most for."""
-        full = [wid for wid, held in self._held.items() if held >= MAX_HELD_PER_ENDPOINT]
-        query = (
-            self._claimable(now)
-            .join(_WEBHOOKS, _WEBHOOKS.c.id == _DELIVERIES.c.webhook_id)
-            .where(_DELIVERIES.c.next_attempt_at <= now, _WEBHOOKS.c.enabled == sa.true())
-        )
-        if full:
-            query = query.where(_DELIVERIES.c.webhook_id.not_in(full))
-        return query
+        return _due_deliveries(now, self._full_endpoints())
+
+    def _full_endpoints(self) -> list[str]:
+        """The endpoints this process already holds its most deliveries for."""
+        return [wid for wid, held in self._held.items() if held >= MAX_HELD_PER_ENDPOINT]
 
     async def _route_and_claim(self, now: datetime, room: int) -> tuple[list[_Claimed], int]:
         return await self.db.run(
