@@ -214,18 +214,25 @@ async def with_cpu(pids: list[int], work: Any) -> tuple[dict[str, Any], list[flo
 # A fixed-rate client ---------------------------------------------------------------------
 
 
+KEEP_ALIVE_REUSE_S = 4.0
+
+
 async def paced_sends(port: int, key: str, rate: float, duration_s: float) -> dict[str, Any]:
     """`POST /v1/messages` on a fixed schedule of `rate` per second (open loop), each timed
     from its scheduled start to the end of its response."""
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    # Idle keep-alive connections, with when each was last used: one idle longer than the
+    # server keeps it (uvicorn: 5 s) is closed, not written to, as an HTTP client pool does.
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
     opened: list[asyncio.StreamWriter] = []
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     late_starts: list[float] = []
 
     async def one(n: int, scheduled: float) -> None:
+        while idle and time.perf_counter() - idle[-1][2] > KEEP_ALIVE_REUSE_S:
+            idle.pop()[1].close()
         if idle:
-            reader, writer = idle.pop()
+            reader, writer, _ = idle.pop()
         else:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             opened.append(writer)
@@ -246,7 +253,7 @@ async def paced_sends(port: int, key: str, rate: float, duration_s: float) -> di
         await reader.readexactly(length)
         latencies.append(time.perf_counter() - scheduled)
         statuses[status] = statuses.get(status, 0) + 1
-        idle.append((reader, writer))
+        idle.append((reader, writer, time.perf_counter()))
 
     tasks = []
     start = time.perf_counter() + 0.05
