@@ -291,12 +291,20 @@ class DeliveryPage:
     next_cursor: str | None
 
 
+# How long a test delivery waits for the background rounds: longer than the one send its caller
+# makes at once (the webhook client's timeout is 10 s).
+TEST_DELIVERY_HOLD_S = 30
+
+
 async def create_test_delivery(
     db: Database, project_id: str, webhook_id: str, now: datetime | None = None
 ) -> str:
     """Records a `webhook.test` event (its `data` is the endpoint) for this endpoint alone
-    and its delivery, due at once, in one transaction; the delivery's id. NotFound for
-    another project's endpoint or a missing one."""
+    and its delivery, in one transaction; the delivery's id. The caller sends it at once
+    (`DeliveryWorker.deliver_now`); it is due for the background rounds only after
+    `TEST_DELIVERY_HOLD_S`, in case that caller never did, so no round can take it first and
+    leave the caller with nothing to send. NotFound for another project's endpoint or a
+    missing one."""
     moment = now or utcnow()
     async with db.transaction() as session:
         webhook = await _owned(session, project_id, webhook_id)
@@ -305,6 +313,7 @@ async def create_test_delivery(
         )
         event.routed = True  # its one delivery is made here, not by the fan-out
         row = new_delivery(project_id, webhook.id, event, moment)
+        row["next_attempt_at"] = moment + timedelta(seconds=TEST_DELIVERY_HOLD_S)
         session.add(WebhookDelivery(**row))
     return str(row["id"])
 

@@ -28,7 +28,7 @@ from standardwebhooks import WebhookVerificationError
 from app.db.engine import Database
 from app.db.models import Webhook
 from app.domain.webhook_retries import RETRY_DELAYS_S
-from app.services import callbacks, credits, devices
+from app.services import callbacks, credits, devices, webhooks
 from app.services.events import record_event
 from app.services.ids import new_id, utcnow
 from app.settings import Settings
@@ -448,6 +448,31 @@ async def test_the_test_route_sends_a_webhook_test_to_that_endpoint_only(client,
     assert delivery["status"] == "succeeded" and delivery["event_type"] == "webhook.test"
     assert [a["status_code"] for a in delivery["attempts"]] == [200]
     assert await deliveries(client, tenant.headers, hook["id"]) == [delivery]
+
+
+async def test_a_test_delivery_is_its_callers_to_send_before_any_round_takes_it(
+    client, db, settings
+):
+    """A background round between the test delivery's commit and the route's own send used to
+    lease it first, and the route then had nothing to send (or to answer with)."""
+    tenant = await new_tenant(db)
+    async with running_receiver() as receiver:
+        hook = await add_hook(client, tenant.headers, receiver.url)
+        delivery_id = await webhooks.create_test_delivery(db, tenant.project_id, hook["id"])
+        clock = Clock()  # after the commit: the delivery was made in this clock's past
+        rounds = worker(db, settings, clock)
+        assert await deliver(rounds) == 0  # not due for the rounds yet
+        await rounds.deliver_now(delivery_id)
+        assert [r.json["type"] for r in receiver.received] == ["webhook.test"]
+        # Had the caller never sent it, a round takes it once the hold is over.
+        orphan = await webhooks.create_test_delivery(db, tenant.project_id, hook["id"])
+        clock.move_to(clock.now + timedelta(seconds=webhooks.TEST_DELIVERY_HOLD_S + 1))
+        assert await deliver(rounds) == 1
+        assert len(receiver.received) == 2
+    [listed] = [
+        d for d in await deliveries(client, tenant.headers, hook["id"]) if d["id"] == orphan
+    ]
+    assert listed["status"] == "succeeded"
 
 
 async def test_retry_makes_a_failed_delivery_pending_and_due_now(client, db, settings):
