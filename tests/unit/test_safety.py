@@ -254,6 +254,23 @@ def test_words_inside_other_words_and_innocent_contexts_do_not_trigger(text: str
     assert not result.blocked, result.matches
 
 
+def test_every_four_digit_code_passes_as_a_code() -> None:
+    """One-time codes and order numbers are most of what is sent; no code may read as a slogan."""
+    blocked = [
+        code
+        for n in range(10_000)
+        for code in [f"{n:04d}"]
+        if screen_content(f"Your verification code is {code}").blocked
+        or screen_content(f"Order {code} has shipped").blocked
+    ]
+    assert blocked == []
+
+
+@pytest.mark.parametrize("text", ["Heil! 1488", "14/88 brothers", "WPWW 14 88", "Sieg heil 1488"])
+def test_the_supremacist_number_code_is_hate_beside_its_slogans(text: str) -> None:
+    assert screen_content(text).categories == ("hate",)
+
+
 # --- links --------------------------------------------------------------------------------------
 
 
