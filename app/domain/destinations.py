@@ -23,4 +23,9 @@ def high_cost_kind(e164: str) -> str | None:
         number = phonenumbers.parse(e164, None)
     except NumberParseException:
         return None
-    return HIGH_COST_TYPES.get(phonenumbers.number_type(number))
+    return high_cost_kind_of_type(phonenumbers.number_type(number))
+
+
+def high_cost_kind_of_type(number_type: int) -> str | None:
+    """The kind `high_cost_kind` names, from phonenumbers' `PhoneNumberType` of a number."""
+    return HIGH_COST_TYPES.get(number_type)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberFormat, shortnumberinfo
+from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType, shortnumberinfo
 
 from app.domain.errors import EmergencyNumberBlocked, InvalidNumber
 
@@ -29,10 +29,12 @@ _WELL_FORMED_RE = re.compile(r"[+\uff0b]?\(?\d[\d\s().\-\u2010-\u2015\u2212]*")
 @dataclass(frozen=True, slots=True)
 class Destination:
     """A sendable destination: `e164` like "+14155550123"; `region` is the number's ISO code
-    ("US", "GB"; "001" for non-geographic numbers)."""
+    ("US", "GB"; "001" for non-geographic numbers); `number_type` phonenumbers' `PhoneNumberType`
+    of it (mobile, premium rate…), found while checking it is valid."""
 
     e164: str
     region: str
+    number_type: int = field(default=PhoneNumberType.UNKNOWN, compare=False)
 
 
 def is_emergency_destination(raw: str, region: str | None = None) -> bool:
@@ -54,7 +56,7 @@ def is_emergency_destination(raw: str, region: str | None = None) -> bool:
     hint = _region_hint(region)
     international = text.startswith(_PLUS_SIGNS)
     parsed = _parse(text, None if international else hint)
-    return _dials_emergency_service(text, hint, international, parsed, _region_if_valid(parsed))
+    return _dials_emergency_service(text, hint, international, parsed, _classify(parsed)[0])
 
 
 def _dials_emergency_service(
@@ -66,8 +68,10 @@ def _dials_emergency_service(
 ) -> bool:
     """`is_emergency_destination` once `text` is parsed (with the region hint for national
     input) and checked for validity: `normalize_destination` parses it only once."""
+    if valid_in is not None:
+        return False
     digits = phonenumbers.normalize_digits_only(text)
-    if not digits or valid_in is not None or len(digits) > _MAX_SHORT_DIGITS:
+    if not digits or len(digits) > _MAX_SHORT_DIGITS:
         return False
 
     if international:
@@ -108,7 +112,7 @@ def normalize_destination(raw: str, region: str | None = None) -> Destination:
     international = text.startswith(_PLUS_SIGNS)
     hint = _region_hint(region)
     parsed = _parse(text, None if international else hint)
-    valid_in = _region_if_valid(parsed)
+    valid_in, number_type = _classify(parsed)
     if _dials_emergency_service(text, hint, international, parsed, valid_in):
         raise EmergencyNumberBlocked(raw)
     if not _WELL_FORMED_RE.fullmatch(text):
@@ -126,7 +130,8 @@ def normalize_destination(raw: str, region: str | None = None) -> Destination:
         raise InvalidNumber(raw, "not in international format (+country code…) and no region given")
     if parsed is None or valid_in is None:
         raise InvalidNumber(raw)
-    return Destination(phonenumbers.format_number(parsed, PhoneNumberFormat.E164), valid_in)
+    e164 = phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
+    return Destination(e164, valid_in, number_type)
 
 
 def _region_hint(region: str | None) -> str | None:
@@ -136,13 +141,17 @@ def _region_hint(region: str | None) -> str | None:
     return code if code in phonenumbers.SUPPORTED_REGIONS else None
 
 
-def _region_if_valid(parsed: phonenumbers.PhoneNumber | None) -> str | None:
-    """The region of a valid number, None for an invalid one: `is_valid_number`, keeping the
-    region it finds (finding it is most of the work, for +1 among some 25 regions)."""
+def _classify(parsed: phonenumbers.PhoneNumber | None) -> tuple[str | None, int]:
+    """The region of a valid number (None for an invalid one) and its type. A number is valid
+    when its region's metadata gives it a type (what `is_valid_number` checks), so one
+    `number_type` answers both; finding the region is most of the work, for +1 among some 25
+    regions."""
     if parsed is None:
-        return None
-    region = phonenumbers.region_code_for_number(parsed)
-    return region if region and phonenumbers.is_valid_number_for_region(parsed, region) else None
+        return None, PhoneNumberType.UNKNOWN
+    number_type = phonenumbers.number_type(parsed)
+    if number_type == PhoneNumberType.UNKNOWN:
+        return None, number_type
+    return phonenumbers.region_code_for_number(parsed), number_type
 
 
 def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:

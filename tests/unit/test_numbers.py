@@ -323,3 +323,23 @@ def test_malformed_prefixes_and_stray_characters_are_invalid(raw: str) -> None:
 )
 def test_ordinary_separators_and_a_single_plus_are_still_accepted(raw: str) -> None:
     assert normalize_destination(raw) == Destination("+14155552671", "US")
+
+
+def test_a_destination_carries_the_type_its_validity_was_checked_with() -> None:
+    """Quoting refuses premium-rate numbers by this type, without parsing the number again."""
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for number_type in (
+            PhoneNumberType.PREMIUM_RATE,
+            PhoneNumberType.SHARED_COST,
+            PhoneNumberType.MOBILE,
+        ):
+            number = phonenumbers.example_number_for_type(region, number_type)
+            if number is None or not phonenumbers.is_valid_number(number):
+                continue
+            destination = normalize_destination(
+                phonenumbers.format_number(number, PhoneNumberFormat.E164)
+            )
+            assert destination.number_type == phonenumbers.number_type(number), destination
+            checked += 1
+    assert checked > 300
