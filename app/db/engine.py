@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import msgspec
 from sqlalchemy import Connection, event, make_url, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import (
@@ -22,6 +23,24 @@ from app.db import immediate
 READ_ONLY = "simwire_read_only"
 T = TypeVar("T")
 
+_JSON_ENCODER = msgspec.json.Encoder()
+_JSON_DECODER = msgspec.json.Decoder()
+
+
+def _json_text(value: Any) -> str:
+    """How JSON columns are written: compact UTF-8 JSON, several times faster than the
+    standard library's (a send writes its answer and an event per message this way)."""
+    return _JSON_ENCODER.encode(value).decode()
+
+
+def _json_value(text: str | bytes) -> Any:
+    return _JSON_DECODER.decode(text)
+
+
+# Every engine, SQLite or PostgreSQL, async or the SQLite hot paths' own, reads and writes
+# JSON columns the same way.
+_JSON_CODEC = {"json_serializer": _json_text, "json_deserializer": _json_value}
+
 
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     """An engine tuned per backend: SQLite gets WAL, a busy timeout and enforced foreign keys."""
@@ -34,7 +53,9 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("max_overflow", 0)
         kwargs.setdefault("pool_timeout", 60)
         kwargs.setdefault("pool_reset_on_return", None)
-        engine = create_async_engine(database_url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_async_engine(
+            database_url, connect_args={"timeout": 30}, **_JSON_CODEC, **kwargs
+        )
 
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
@@ -44,7 +65,7 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", False)
-    return create_async_engine(database_url, **kwargs)
+    return create_async_engine(database_url, **_JSON_CODEC, **kwargs)
 
 
 def _sqlite_begin(conn: Any) -> None:
@@ -75,7 +96,7 @@ class _SqliteRunner:
 
     def __init__(self, database_url: str) -> None:
         url = make_url(database_url).set(drivername="sqlite")
-        self.engine = create_sync_engine(url, pool_size=1, max_overflow=0)
+        self.engine = create_sync_engine(url, pool_size=1, max_overflow=0, **_JSON_CODEC)
         event.listen(self.engine, "connect", _sqlite_pragmas)
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="simwire-sqlite")
         self.conn: Connection | None = None

@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Generator
 
 import pytest
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, Text, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -107,3 +107,27 @@ async def test_run_unit_refuses_a_unit_that_waits_on_something_else(db: Database
     else:  # on PostgreSQL a unit is an ordinary transaction: it may wait
         await db.run_unit(unit)
         assert await _count_async(db, "unit-waits") == 1
+
+
+async def test_json_columns_read_back_what_either_connection_wrote(db: Database) -> None:
+    """JSON columns are written compact and in UTF-8 by the hot paths' connection and by the
+    async sessions alike, and each reads the other's values back unchanged."""
+    from app.db.models import Event
+    from app.services.outbox import event_row
+    from app.services.projects import create_project
+
+    project_id = (await create_project(db, "json-columns")).project.id
+    data = {"body": "Grüße, 你好 👋", "price_atomic": 2**53 + 1, "nested": [{"ok": True}, None]}
+    row = event_row(project_id, "message.queued", data)
+    await db.run(lambda conn: conn.execute(insert(Event), [row]))
+    events = Event.metadata.tables["events"]
+    stored = select(events.c.data).where(events.c.id == row["id"])
+    async with db.reading() as session:
+        assert (await session.execute(stored)).one()[0] == data
+    assert await db.run(lambda conn: conn.execute(stored).one()[0], read_only=True) == data
+    as_text = select(events.c.data.cast(Text)).where(events.c.id == row["id"])
+    text = await db.run(lambda conn: conn.execute(as_text).scalar_one(), read_only=True)
+    assert (
+        text
+        == '{"body":"Grüße, 你好 👋","price_atomic":9007199254740993,"nested":[{"ok":true},null]}'
+    )
