@@ -450,17 +450,22 @@ async def phone_warnings(
 
 async def eligible_sim_online(db: Database, project_id: str, sim_selector: str | None) -> bool:
     """Whether a live SIM of the project can take a message now: one it names (`sim_selector`,
-    as sending pins it), else any unlocked one."""
-    async with db.sessions() as session:
-        sims = (
-            await session.execute(
-                select(Sim).where(col(Sim.project_id) == project_id, col(Sim.live).is_(True))
-            )
-        ).scalars()
-        return any(_takes(sim, sim_selector) for sim in sims)
+    as sending pins it), else any unlocked one. One read, no lock: every quote and send of a
+    project whose phones are on another instance (or not connected) asks it."""
+    sims = await db.run(
+        lambda conn: conn.execute(_LIVE_SIMS_OF_PROJECT, {"project_id": project_id}).all(),
+        read_only=True,
+    )
+    return any(_takes(sim, sim_selector) for sim in sims)
 
 
-def _takes(sim: Sim, sim_selector: str | None) -> bool:
+_LIVE_SIMS_OF_PROJECT = select(_SIMS.c.id, _SIMS.c.slot, _SIMS.c.number, _SIMS.c.locked).where(
+    _SIMS.c.project_id == bindparam("project_id"), _SIMS.c.live.is_(True)
+)
+
+
+def _takes(sim: Any, sim_selector: str | None) -> bool:
+    """`sim`: a row of `_LIVE_SIMS_OF_PROJECT`."""
     if sim_selector is None:
         return not sim.locked
     return outbound.sim_matches(sim_selector, sim)

@@ -4,11 +4,16 @@ phone can take a message yet."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import httpx
+from sqlalchemy import update
+from sqlmodel import col
 
 from app.api.app import create_app
+from app.db.engine import Database
+from app.db.models import Sim
 from app.services import credits, devices
 from app.services.inbound import ReceivedSms, store_inbound
 from tests.conftest import app_client
@@ -183,6 +188,28 @@ async def test_a_send_or_quote_with_no_phone_online_warns_that_it_waits(client, 
     assert quoted.json()["warnings"][0]["code"] == "no_phone_online"
     assert served.json()["warnings"] == []
     assert pinned_elsewhere.json()["warnings"][0]["code"] == "no_phone_online"
+
+
+async def test_looking_for_a_phone_waits_on_no_writer(client, db, settings):
+    """A quote's or send's look for an online phone is a read: a long write elsewhere (another
+    process holding SQLite's write lock, a PostgreSQL transaction on the SIM) does not hold
+    it up."""
+    tenant = await new_tenant(db)
+    paired = await devices.pair_device(db, tenant.project_id)
+    await devices.report_sims(db, paired.device, [devices.ReportedSim(0, "+15550100001")])
+    writer = Database(settings.database_url)
+    try:
+        async with writer.transaction() as session:
+            await session.execute(
+                update(Sim).where(col(Sim.device_id) == paired.device.id).values(carrier="held")
+            )
+            quoted = await asyncio.wait_for(
+                client.post("/v1/quotes", json=SEND, headers=tenant.headers), timeout=10
+            )
+    finally:
+        await writer.dispose()
+    assert quoted.status_code == 200
+    assert quoted.json()["warnings"] == []
 
 
 async def test_the_phones_hello_updates_what_pairing_said(settings, db):
