@@ -4,10 +4,9 @@ refused unless the project's policy allows them."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from phonenumbers import PhoneNumberType
 
-import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberType
+from app.domain.numbers import Destination
 
 HIGH_COST_TYPES = {
     PhoneNumberType.PREMIUM_RATE: "premium_rate",
@@ -16,16 +15,7 @@ HIGH_COST_TYPES = {
 }
 
 
-@lru_cache(maxsize=4096)
-def high_cost_kind(e164: str) -> str | None:
-    """`premium_rate`, `shared_cost` or `uan` for such a number (E.164), else None."""
-    try:
-        number = phonenumbers.parse(e164, None)
-    except NumberParseException:
-        return None
-    return high_cost_kind_of_type(phonenumbers.number_type(number))
-
-
-def high_cost_kind_of_type(number_type: int) -> str | None:
-    """The kind `high_cost_kind` names, from phonenumbers' `PhoneNumberType` of a number."""
-    return HIGH_COST_TYPES.get(number_type)
+def high_cost_kind(destination: Destination) -> str | None:
+    """`premium_rate`, `shared_cost` or `uan` for such a destination, else None: by the type
+    found while the number was checked (`normalize_destination`), with no parse of its own."""
+    return HIGH_COST_TYPES.get(destination.number_type)

@@ -16,7 +16,7 @@ from sqlmodel import col
 from app.db.engine import Database
 from app.db.models import ProjectPolicy, StoredQuote
 from app.domain import numbers, pricing, quote_tokens, safety, segments
-from app.domain.destinations import high_cost_kind_of_type
+from app.domain.destinations import high_cost_kind
 from app.domain.errors import (
     Blocked,
     ContentBlocked,
@@ -187,11 +187,7 @@ def prepare(
             blocked.append(BlockedItem(exc.code, exc.message, to=draft.to))
             first_block = first_block or exc
             continue
-        kind = (
-            None
-            if policy.allow_high_cost_destinations
-            else high_cost_kind_of_type(destination.number_type)
-        )
+        kind = None if policy.allow_high_cost_destinations else high_cost_kind(destination)
         if kind is not None:
             refused = DestinationNotAllowed(destination.e164, kind)
             blocked.append(BlockedItem(refused.code, refused.message, to=destination.e164))

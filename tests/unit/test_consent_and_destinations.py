@@ -7,6 +7,7 @@ import pytest
 
 from app.domain.consent import consent_keyword
 from app.domain.destinations import high_cost_kind
+from app.domain.numbers import normalize_destination
 
 
 @pytest.mark.parametrize(
@@ -74,11 +75,11 @@ def test_a_sentence_is_not_a_keyword(body):
     ],
 )
 def test_high_cost_destinations(number, kind):
-    assert high_cost_kind(number) == kind
+    assert high_cost_kind(normalize_destination(number)) == kind
 
 
 @pytest.mark.parametrize(
     "number", ["+14155550100", "+4915012345678", "+441908123456", "+448001234567", "+33612345678"]
 )
 def test_ordinary_numbers_are_not_high_cost(number):
-    assert high_cost_kind(number) is None
+    assert high_cost_kind(normalize_destination(number)) is None
