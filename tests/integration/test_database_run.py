@@ -14,8 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db.engine import Database
-from app.db.models import Organization
+from app.db.models import Event, Organization
 from app.services.ids import new_id, utcnow
+from app.services.outbox import event_row
+from app.services.projects import create_project
 
 
 def _org_row(name: str) -> dict[str, object]:
@@ -112,10 +114,6 @@ async def test_run_unit_refuses_a_unit_that_waits_on_something_else(db: Database
 async def test_json_columns_read_back_what_either_connection_wrote(db: Database) -> None:
     """JSON columns are written compact and in UTF-8 by the hot paths' connection and by the
     async sessions alike, and each reads the other's values back unchanged."""
-    from app.db.models import Event
-    from app.services.outbox import event_row
-    from app.services.projects import create_project
-
     project_id = (await create_project(db, "json-columns")).project.id
     data = {"body": "Grüße, 你好 👋", "price_atomic": 2**53 + 1, "nested": [{"ok": True}, None]}
     row = event_row(project_id, "message.queued", data)

@@ -256,10 +256,10 @@ def test_words_inside_other_words_and_innocent_contexts_do_not_trigger(text: str
 
 def test_every_four_digit_code_passes_as_a_code() -> None:
     """One-time codes and order numbers are most of what is sent; no code may read as a slogan."""
+    codes = [f"{n:04d}" for n in range(10_000)]
     blocked = [
         code
-        for n in range(10_000)
-        for code in [f"{n:04d}"]
+        for code in codes
         if screen_content(f"Your verification code is {code}").blocked
         or screen_content(f"Order {code} has shipped").blocked
     ]
