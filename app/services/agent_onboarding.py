@@ -246,7 +246,8 @@ async def register_agent(
         sealed = box.seal(webhook_secret, webhook_id)
     raw_key = new_secret(credentials.API_KEY_PREFIXES[settings.key_mode])
     code = _new_code()
-    claim_token = new_id("clm")
+    # The link is the capability: wholly random, like a key.
+    claim_token = new_secret("clm_")
     registration = AgentRegistration(
         id=new_id("agt"),
         name=agent_name,
