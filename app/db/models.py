@@ -22,9 +22,10 @@ UNROUTED_EVENT = "routed = false"
 LIVE_MESSAGE = "status IN ('queued', 'sending', 'accepted')"
 
 
-def _partial_index(name: str, column: str, where: str) -> sa.Index:
+def _partial_index(name: str, columns: str | tuple[str, ...], where: str) -> sa.Index:
     condition = sa.text(where)
-    return sa.Index(name, column, sqlite_where=condition, postgresql_where=condition)
+    names = (columns,) if isinstance(columns, str) else columns
+    return sa.Index(name, *names, sqlite_where=condition, postgresql_where=condition)
 
 
 def _ts(nullable: bool = False, index: bool = False) -> object:
@@ -171,9 +172,15 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("device_id", "phone_message_id", name="uq_messages_phone_id"),
         sa.Index("ix_messages_dispatch", "project_id", "status", "seq"),
-        sa.Index("ix_messages_sim_window", "sim_id", "dispatched_at"),
-        # What one number got in the last day (app/services/send_limits.py).
+        # Every index is written by every insert it covers: the columns an outbound message
+        # leaves empty (most of them, until a phone takes it) are indexed only where set.
+        _partial_index("ix_messages_sim_window", ("sim_id", "dispatched_at"), "sim_id IS NOT NULL"),
+        # What one number got in the last day (app/services/send_limits.py). A device's
+        # messages are found by `uq_messages_phone_id`, which leads with `device_id`.
         sa.Index("ix_messages_to_created", "to_number", "created_at"),
+        _partial_index("ix_messages_from_number", "from_number", "from_number IS NOT NULL"),
+        _partial_index("ix_messages_tag", "tag", "tag IS NOT NULL"),
+        _partial_index("ix_messages_in_reply_to", "in_reply_to", "in_reply_to IS NOT NULL"),
         _partial_index("ix_messages_body_retention", "created_at", HAS_BODY),
         _partial_index("ix_messages_dedupe_retention", "created_at", HAS_DEDUPE_ID),
         _partial_index("ix_messages_live_status", "status", LIVE_MESSAGE),
@@ -186,17 +193,17 @@ class Message(SQLModel, table=True):
     direction: str = Field(max_length=3)
     status: str = Field(max_length=16)
     to_number: str = Field(max_length=64, index=True)
-    from_number: str | None = Field(default=None, max_length=64, index=True)
+    from_number: str | None = Field(default=None, max_length=64)
     body: str
     encoding: str = Field(max_length=8)
     segment_count: int
     price_atomic: int = Field(default=0, sa_type=sa.BigInteger)
     billing: str = Field(default="credits", max_length=16)
     refunded: bool = False
-    tag: str | None = Field(default=None, max_length=200, index=True)
+    tag: str | None = Field(default=None, max_length=200)
     sim_selector: str | None = Field(default=None, max_length=64)
     sim_id: str | None = Field(default=None, max_length=40)
-    device_id: str | None = Field(default=None, max_length=40, index=True)
+    device_id: str | None = Field(default=None, max_length=40)
     phone_message_id: str | None = Field(default=None, max_length=200)
     attempts: int = 0
     error_code: str | None = Field(default=None, max_length=64)
@@ -210,7 +217,7 @@ class Message(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     device_time: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
-    in_reply_to: str | None = Field(default=None, max_length=40, index=True)
+    in_reply_to: str | None = Field(default=None, max_length=40)
     """Inbound only: the latest outbound message of the project to this sender on the same SIM
     within 7 days, when there is one."""
 
