@@ -1,11 +1,11 @@
 """fewer index writes per message: `ix_messages_device_id` is dropped (`uq_messages_phone_id`
 leads with `device_id` and serves every lookup by it), and the columns an outbound message
 leaves empty are indexed only where set (`sim_id`, `from_number`, `tag`, `in_reply_to`). An
-outbound insert now writes 9 indexes instead of 14.
+outbound message without a tag now writes 8 index entries instead of 13.
 
 Revision ID: 0017
 Revises: 0016
-Create Date: 2026-12-04 22:40:00.000000
+Create Date: 2026-12-04 21:55:00.000000
 """
 
 from __future__ import annotations
