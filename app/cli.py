@@ -88,6 +88,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from app.db.migrate import DatabaseNotReady, raise_unless_ready
+    from app.hub.ws_protocol import WebSocketProtocol
 
     try:
         asyncio.run(raise_unless_ready(settings.database_url))
@@ -101,6 +102,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         port=port or settings.port,
         access_log=False,
         log_config=None,
+        ws=WebSocketProtocol,
         ws_max_size=settings.phone_max_frame_bytes,
         # Phone frames are small JSON; per-message deflate would cost each socket about 42 KiB
         # of compressor state (most of what a connected phone costs the server).

@@ -11,6 +11,7 @@ import json
 import pytest
 import websockets
 
+from app.hub.ws_protocol import WebSocketProtocol
 from app.services import devices
 from tests.support.factories import new_tenant
 from tests.support.live import eventually, fast_settings, live_server
@@ -58,6 +59,28 @@ async def test_a_connected_phone_holds_nothing_of_the_web_framework(hub_settings
             # Through the framework's router each phone held a WebSocket, its scope state, a
             # dependency cleanup group and the route's coroutines: three or more per phone.
             assert _framework_objects() - before < PHONES
+        finally:
+            for socket in sockets:
+                await socket.close()
+
+
+async def test_a_connected_phone_keeps_no_handshake_on_the_server(hub_settings, db):
+    tenant = await new_tenant(db)
+    tokens = [(await devices.pair_device(db, tenant.project_id)).token for _ in range(PHONES)]
+    async with live_server(hub_settings, db) as server:
+        sockets = [await _connect(server.ws_url, token) for token in tokens]
+        try:
+            protocols = [o for o in gc.get_objects() if isinstance(o, WebSocketProtocol)]
+            assert len(protocols) == PHONES
+            for protocol in protocols:
+                # uvicorn's own protocol keeps the request and the 101 response for good.
+                assert getattr(protocol, "response", None) is None
+                assert getattr(protocol, "request", None) is None
+                assert protocol.scope["query_string"]  # the scope, its own copy, stays
+            # Each phone still talks: a frame in, an answer out.
+            await sockets[0].send(json.dumps({"type": "auth", "token": tokens[0]}))
+            answer = json.loads(await asyncio.wait_for(sockets[0].recv(), 5))
+            assert answer["type"] == "error" and answer["code"] == "already_authenticated"
         finally:
             for socket in sockets:
                 await socket.close()
