@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import update
 
 from app.db.engine import Database
 from app.db.models import Message
 from app.services import outbound
 from app.services.events import record_event
-from app.services.outbound import OutboundItem, enqueue
 from app.settings import Settings
 from app.webhooks.delivery import DeliveryWorker
 from app.webhooks.fanout import route_events
 from tests.support.factories import new_tenant
+from tests.support.statements import queued_message_database, statements_run
 
 GROWING_TABLES = (
     "events",
@@ -34,23 +31,6 @@ GROWING_TABLES = (
     "webhook_deliveries",
     "webhook_attempts",
 )
-
-
-@contextmanager
-def statements_run() -> Iterator[list[tuple[str, Any]]]:
-    """Every statement that reads rows (SELECT, UPDATE, DELETE) any engine of this process
-    runs inside the block, with its parameters."""
-    seen: list[tuple[str, Any]] = []
-
-    def note(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
-            seen.append((statement, parameters))
-
-    event.listen(Engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(Engine, "before_cursor_execute", note)
 
 
 def whole_table_reads(path: Path, statements: list[tuple[str, Any]]) -> list[str]:
@@ -95,19 +75,13 @@ async def test_the_idle_rounds_read_no_growing_table_whole(
 async def test_a_sweep_with_work_reads_only_the_live_messages(
     tmp_path: Path, sqlite_template: Path
 ) -> None:
-    path = tmp_path / "sweep.db"
-    shutil.copyfile(sqlite_template, path)
-    db = Database(f"sqlite+aiosqlite:///{path}")
-    try:
-        tenant = await new_tenant(db)
+    async with queued_message_database(sqlite_template, tmp_path, "sweep.db") as queued:
+        db = queued.db
         async with db.transaction() as session:
-            [row] = await enqueue(
-                session, tenant.project_id, [OutboundItem("+15550200001", "hi", "GSM-7", 1)]
-            )
             await session.execute(
                 update(Message)
-                .where(Message.id == row.id)  # type: ignore[arg-type]
-                .values(expires_at=row.created_at)
+                .where(Message.id == queued.message.id)  # type: ignore[arg-type]
+                .values(expires_at=queued.message.created_at)
             )
         with statements_run() as seen:
             result = await outbound.sweep(
@@ -115,6 +89,4 @@ async def test_a_sweep_with_work_reads_only_the_live_messages(
             )
         assert result.expired == 1
         assert any(statement.startswith("UPDATE messages") for statement, _ in seen)
-        assert whole_table_reads(path, seen) == []
-    finally:
-        await db.dispose()
+        assert whole_table_reads(queued.path, seen) == []

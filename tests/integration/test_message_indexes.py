@@ -5,19 +5,15 @@ implies its condition)."""
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from pathlib import Path
 
 from sqlalchemy import Connection
 
-from app.db.engine import Database
 from app.services import outbound
 from app.services.ids import utcnow
-from app.services.outbound import OutboundItem, enqueue
 from app.services.reading import MessageFilter, list_messages
-from tests.integration.test_idle_queries import statements_run
-from tests.support.factories import new_tenant
+from tests.support.statements import queued_message_database, statements_run
 
 WHERE_SET = {
     "ix_messages_sim_window": "sim_id",
@@ -60,22 +56,14 @@ def test_columns_an_outbound_message_leaves_empty_are_indexed_only_where_set(
 async def test_lookups_by_those_columns_still_use_an_index(
     tmp_path: Path, sqlite_template: Path
 ) -> None:
-    path = tmp_path / "indexes.db"
-    shutil.copyfile(sqlite_template, path)
-    db = Database(f"sqlite+aiosqlite:///{path}")
-    try:
-        tenant = await new_tenant(db)
-        async with db.transaction() as session:
-            await enqueue(
-                session, tenant.project_id, [OutboundItem("+15550200001", "hi", "GSM-7", 1)]
-            )
+    async with queued_message_database(sqlite_template, tmp_path, "indexes.db") as queued:
         with statements_run() as seen:
             for filters in (
                 MessageFilter(tag="promo"),
                 MessageFilter(in_reply_to="msg_x"),
                 MessageFilter(to="+15550200001"),
             ):
-                await list_messages(db, tenant.project_id, filters)
+                await list_messages(queued.db, queued.project_id, filters)
 
             def device_lookups(conn: Connection) -> None:
                 conn.execute(outbound._IN_FLIGHT_OF_DEVICE, {"device_id": "dev_x"}).all()
@@ -83,8 +71,8 @@ async def test_lookups_by_those_columns_still_use_an_index(
                     outbound._DISPATCHED_SINCE, {"sim_ids": ["sim_x"], "since": utcnow()}
                 ).all()
 
-            await db.run(device_lookups)
-        plans = _plans(path, seen)
+            await queued.db.run(device_lookups)
+        plans = _plans(queued.path, seen)
         assert len(plans) >= 5
         assert not [p for p in plans if p.startswith("SCAN messages")], plans
         used = " ".join(plans)
@@ -95,5 +83,3 @@ async def test_lookups_by_those_columns_still_use_an_index(
             "sqlite_autoindex_messages_1",
         ):
             assert index in used, plans
-    finally:
-        await db.dispose()
