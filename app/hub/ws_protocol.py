@@ -3,9 +3,9 @@
 uvicorn keeps each socket's handshake — websockets' `Request` and `Response`, each with its
 `Headers`, a list per header name — for the socket's whole life, though nothing reads them
 after the `101` (the ASGI scope has its own copy of the request's headers). A phone socket
-lives for hours: with 10,000 phones connected that was 1.9 KiB of memory per phone and some
-120,000 of the 570,000 objects every full garbage collection walks with the event loop
-stopped."""
+lives for hours: with 10,000 phones connected that was about 5 KiB of memory per phone
+(27.0 → 22.1 KiB per socket) and some 170,000 of the 570,000 objects every full garbage
+collection walks with the event loop stopped."""
 
 from __future__ import annotations
 
