@@ -1,4 +1,5 @@
-"""One statement run for many parameter sets straight through the driver's `executemany`.
+"""One statement run for many parameter sets straight through the driver's `executemany`, and
+many rows inserted at once (`COPY` on PostgreSQL).
 
 SQLAlchemy turns each parameter set into a dict of processed values by walking the compiled
 statement's parameters, which costs over 100 µs a set for an UPDATE of five values: about 1.5 s
@@ -12,10 +13,11 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table, bindparam
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
+from sqlalchemy.util import await_only
 
 Processor = Callable[[Any], Any] | None
 
@@ -50,3 +52,45 @@ def execute_many(
             for row in rows
         ],
     )
+
+
+def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Inserts `rows` (the same columns in each) into `table` in the caller's transaction. On
+    PostgreSQL one `COPY` (asyncpg's binary copy): a 1,000-message send's messages took 28 ms
+    through `executemany`, 15 ms so; elsewhere `execute_many`. The values go through the
+    columns' bind processors either way, so both store the same."""
+    if not rows:
+        return
+    statement = _insert_of(table, tuple(rows[0]))
+    driver = _copying_driver(conn)
+    if driver is None:
+        execute_many(conn, statement, rows)
+        return
+    _, order = _compiled(statement, conn.dialect)
+    records = [
+        tuple(row[name] if process is None else process(row[name]) for name, process in order)
+        for row in rows
+    ]
+    await_only(
+        driver.copy_records_to_table(
+            table.name,
+            records=records,
+            columns=[name for name, _ in order],
+            schema_name=table.schema,
+        )
+    )
+
+
+@functools.cache
+def _insert_of(table: Table, columns: tuple[str, ...]) -> ClauseElement:
+    return table.insert().values({name: bindparam(name) for name in columns})
+
+
+def _copying_driver(conn: Connection) -> Any:
+    """The asyncpg connection under `conn` when it is inside its transaction (the adapter
+    begins one lazily, at the first statement; a `COPY` before it would commit on its own),
+    else None."""
+    if conn.dialect.driver != "asyncpg":
+        return None
+    driver = conn.connection.dbapi_connection.driver_connection  # type: ignore[union-attr]
+    return driver if driver.is_in_transaction() else None

@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import Session
 
+from app.db import bulk
 from app.db.models import Event, Message, MessageRequest, Sim
 from app.domain import statuses
 from app.domain.events import ALL_EVENT_TYPES
@@ -80,10 +80,9 @@ async def insert_events(executor: Executor, rows: Sequence[dict[str, Any]]) -> N
         await executor.execute(_INSERT_EVENTS, list(rows))
 
 
-def write_events(conn: Connection | Session, rows: Sequence[dict[str, Any]]) -> None:
+def write_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """`insert_events` inside a synchronous transaction (`Database.run`)."""
-    if rows:
-        conn.execute(_INSERT_EVENTS, list(rows))
+    bulk.insert_rows(conn, _EVENTS, rows)
 
 
 # The statements of the hub's and the sweeps' batches, built once: building one (and its

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from app.db import bulk
 from app.db.engine import Database
 from app.db.models import CreditAccount, LedgerEntry, Message, MessageRequest, ProjectPolicy
 from app.domain import ledger, statuses
@@ -363,7 +364,7 @@ def _write_batch(conn: Connection, batch: list[PendingSend]) -> list[dict[str, A
             conn.execute(_INSERT_LEDGER, ledger_rows)
         messages = [row for s in admitted for row in s.message_rows]
         if messages:
-            conn.execute(_INSERT_MESSAGES, messages)
+            bulk.insert_rows(conn, _MESSAGES, messages)
         outbox.write_events(conn, [row for s in admitted for row in s.event_rows] + low)
     crash_point("send_batch_commit")
     return [s.response if o is None else o for s, o in zip(batch, outcomes, strict=True)]
@@ -525,7 +526,7 @@ _DEBIT = (
 )
 _INSERT_REQUESTS = insert(MessageRequest)
 _INSERT_LEDGER = insert(LedgerEntry)
-_INSERT_MESSAGES = insert(Message)
+_MESSAGES = Message.metadata.tables["messages"]
 
 
 def _ledger_row(account_id: str, send: PendingSend, balance_after: int) -> dict[str, Any]:
