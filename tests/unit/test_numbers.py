@@ -7,6 +7,7 @@ import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from app.domain.errors import EmergencyNumberBlocked, InvalidNumber
+from app.domain import numbers
 from app.domain.numbers import Destination, is_emergency_destination, normalize_destination
 
 # --- emergency numbers ------------------------------------------------------------------------
@@ -343,3 +344,49 @@ def test_a_destination_carries_the_type_its_validity_was_checked_with() -> None:
             assert destination.number_type == phonenumbers.number_type(number), destination
             checked += 1
     assert checked > 300
+
+
+def _numbers_of_every_kind() -> list[phonenumbers.PhoneNumber]:
+    """Every region's and every non-geographic calling code's example number of each type,
+    and each of them one digit short and one digit long (mostly invalid)."""
+    found = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for number_type in range(PhoneNumberType.VOICEMAIL + 1):
+            number = phonenumbers.example_number_for_type(region, number_type)
+            if number is not None:
+                found.append(number)
+    for calling_code in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS):
+        number = phonenumbers.example_number_for_non_geo_entity(calling_code)
+        if number is not None:
+            found.append(number)
+    variants = []
+    for number in found:
+        for national in (number.national_number // 10, number.national_number * 10 + 7):
+            variants.append(
+                phonenumbers.PhoneNumber(country_code=number.country_code, national_number=national)
+            )
+    variants.append(phonenumbers.PhoneNumber(country_code=999, national_number=1234567))
+    return found + variants
+
+
+@pytest.mark.parametrize("through", ["metadata", "public functions"])
+def test_a_number_is_classified_as_phonenumbers_public_functions_classify_it(
+    through: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The region and type `normalize_destination` keeps, found with one region lookup, are
+    those of `region_code_for_number` and `number_type` (`is_valid_number` decides validity),
+    for every kind of number of every region, valid or not; and so without phonenumbers'
+    private helper too."""
+    if through == "public functions":
+        monkeypatch.setattr(numbers, "_type_in_metadata", None)
+    else:
+        assert numbers._type_in_metadata is not None
+    checked = valid = 0
+    for number in _numbers_of_every_kind():
+        expected_type = phonenumbers.number_type(number)
+        is_valid = phonenumbers.is_valid_number(number)
+        expected_region = phonenumbers.region_code_for_number(number) if is_valid else None
+        assert numbers._classify(number) == (expected_region, expected_type), number
+        checked += 1
+        valid += is_valid
+    assert checked > 2_000 and 500 < valid < checked
