@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -22,7 +22,9 @@ try:
     # The type of a national number by a region's metadata: what `number_type` runs once it
     # has found the region. Not public; without it (another phonenumbers), `_classify` uses
     # the public functions, which find the region twice.
-    from phonenumbers.phonenumberutil import _number_type_helper as _type_in_metadata
+    from phonenumbers.phonenumberutil import _number_type_helper
+
+    _type_in_metadata: Callable[[str, PhoneMetadata], int] | None = _number_type_helper
 except ImportError:  # pragma: no cover - phonenumbers 8.13-9.x all have it
     _type_in_metadata = None
 
@@ -167,7 +169,9 @@ def _classify(parsed: phonenumbers.PhoneNumber | None) -> tuple[str | None, int]
     if _type_in_metadata is None:
         return _classify_public(parsed)
     region = phonenumbers.region_code_for_number(parsed)
-    metadata = PhoneMetadata.metadata_for_region_or_calling_code(parsed.country_code, region)
+    if region is None:  # no region has this country code
+        return None, PhoneNumberType.UNKNOWN
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(parsed.country_code or 0, region)
     if metadata is None:
         return None, PhoneNumberType.UNKNOWN
     number_type = _type_in_metadata(phonenumbers.national_significant_number(parsed), metadata)

@@ -6,8 +6,8 @@ import phonenumbers
 import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from app.domain.errors import EmergencyNumberBlocked, InvalidNumber
 from app.domain import numbers
+from app.domain.errors import EmergencyNumberBlocked, InvalidNumber
 from app.domain.numbers import Destination, is_emergency_destination, normalize_destination
 
 # --- emergency numbers ------------------------------------------------------------------------
