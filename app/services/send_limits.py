@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from app.db import lists
 from app.db.models import Message, MessageRequest
 from app.db.types import UTCDateTime
 from app.domain.errors import PayerRateLimited, RecipientRateLimited
@@ -25,6 +26,7 @@ from app.services.ids import utcnow
 from app.settings import Settings
 
 X402_BILLING = "x402"
+_MESSAGES = Message.metadata.tables["messages"]
 
 
 def recipient_usage(
@@ -52,7 +54,10 @@ def recipient_usage(
         params["projects"] = projects
     if billing is not None:
         params["billing"] = billing
-    rows = executor.execute(_usage_statement(projects is not None, billing is not None), params)
+    statement = _usage_statement(
+        projects is not None, billing is not None, lists.is_postgresql(executor)
+    )
+    rows = executor.execute(statement, params)
     found: dict[tuple[str | None, str], dict[int, Usage]] = {}
     for row in rows:
         key = (row.project_id if projects is not None else None, row.to_number)
@@ -64,17 +69,17 @@ def recipient_usage(
 
 
 @functools.cache
-def _usage_statement(by_project: bool, by_billing: bool) -> Select[Any]:
+def _usage_statement(by_project: bool, by_billing: bool, postgresql: bool) -> Select[Any]:
     """`recipient_usage`'s statement for one combination of filters, built once."""
     in_hour = col(Message.created_at) >= sa.bindparam("hour_start")
     conditions = [
-        col(Message.to_number).in_(sa.bindparam("numbers", expanding=True)),
+        lists.one_of(_MESSAGES.c.to_number, "numbers", postgresql),
         col(Message.created_at) >= sa.bindparam("day_start"),
         col(Message.direction) == "out",
     ]
     keys = [col(Message.to_number)]
     if by_project:
-        conditions.append(col(Message.project_id).in_(sa.bindparam("projects", expanding=True)))
+        conditions.append(lists.one_of(_MESSAGES.c.project_id, "projects", postgresql))
         keys.insert(0, col(Message.project_id))
     if by_billing:
         conditions.append(col(Message.billing) == sa.bindparam("billing"))

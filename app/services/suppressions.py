@@ -5,17 +5,20 @@ to that number are queued cancels and refunds them in the same transaction."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy import Connection, Select, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from app.db import lists
 from app.db.engine import Database
 from app.db.models import Message, ProjectPolicy, Suppression
 from app.db.repositories.projects import ProjectRepository
@@ -158,10 +161,12 @@ async def lift_opt_out(session: AsyncSession, project_id: str, number: str) -> b
     return removed.first() is not None
 
 
-_SUPPRESSED_AMONG = select(_SUPPRESSIONS.c.project_id, _SUPPRESSIONS.c.number).where(
-    _SUPPRESSIONS.c.project_id.in_(bindparam("projects", expanding=True)),
-    _SUPPRESSIONS.c.number.in_(bindparam("numbers", expanding=True)),
-)
+@functools.cache
+def _suppressed_among(postgresql: bool) -> Select[Any]:
+    return select(_SUPPRESSIONS.c.project_id, _SUPPRESSIONS.c.number).where(
+        lists.one_of(_SUPPRESSIONS.c.project_id, "projects", postgresql),
+        lists.one_of(_SUPPRESSIONS.c.number, "numbers", postgresql),
+    )
 
 
 def suppressed_among(
@@ -173,7 +178,7 @@ def suppressed_among(
     if not pairs:
         return set()
     found = conn.execute(
-        _SUPPRESSED_AMONG,
+        _suppressed_among(lists.is_postgresql(conn)),
         {"projects": sorted({p for p, _ in pairs}), "numbers": sorted({n for _, n in pairs})},
     )
     return {(row.project_id, row.number) for row in found} & pairs
