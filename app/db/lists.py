@@ -16,9 +16,9 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 
-def one_of(column: ColumnElement[Any], name: str, postgresql: bool) -> ColumnElement[bool]:
+def one_of(column: ColumnElement[Any], name: str, on_postgresql: bool) -> ColumnElement[bool]:
     """`column` is one of the strings of the list parameter `name`."""
-    if postgresql:
+    if on_postgresql:
         return column == any_(bindparam(name, type_=ARRAY(String())))
     return column.in_(bindparam(name, expanding=True))
 

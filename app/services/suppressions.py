@@ -162,10 +162,10 @@ async def lift_opt_out(session: AsyncSession, project_id: str, number: str) -> b
 
 
 @functools.cache
-def _suppressed_among(postgresql: bool) -> Select[Any]:
+def _suppressed_among(on_postgresql: bool) -> Select[Any]:
     return select(_SUPPRESSIONS.c.project_id, _SUPPRESSIONS.c.number).where(
-        lists.one_of(_SUPPRESSIONS.c.project_id, "projects", postgresql),
-        lists.one_of(_SUPPRESSIONS.c.number, "numbers", postgresql),
+        lists.one_of(_SUPPRESSIONS.c.project_id, "projects", on_postgresql),
+        lists.one_of(_SUPPRESSIONS.c.number, "numbers", on_postgresql),
     )
 
 
