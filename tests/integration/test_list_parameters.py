@@ -7,33 +7,21 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-
 from app.services import credits, send_limits, suppressions
 from app.services.ids import utcnow
 from tests.support.factories import new_tenant
+from tests.support.statements import statements_run
 
 NUMBERS = [f"+1415555{n:04d}" for n in range(1000)]
 
 
-class StatementsSeen:
-    """The SELECTs of `table` sent to the database, with their parameters."""
-
-    def __init__(self, table: str) -> None:
-        self.table = table
-        self.seen: list[tuple[str, Any]] = []
-
-    def __enter__(self) -> StatementsSeen:
-        event.listen(Engine, "before_cursor_execute", self._note)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        event.remove(Engine, "before_cursor_execute", self._note)
-
-    def _note(self, conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and f"FROM {self.table}" in statement:
-            self.seen.append((statement, parameters))
+def reading(table: str, statements: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The SELECTs of `table` among `statements` (from `statements_run`)."""
+    return [
+        (sql, parameters)
+        for sql, parameters in statements
+        if sql.lstrip().upper().startswith("SELECT") and f"FROM {table}" in sql
+    ]
 
 
 async def test_suppressed_among_a_thousand_numbers_is_one_statement_with_the_list_as_one_value(
@@ -47,10 +35,10 @@ async def test_suppressed_among_a_thousand_numbers_is_one_statement_with_the_lis
         )
         await suppressions.suppress(session, theirs.project_id, [(NUMBERS[5], "manual")], now)
     wanted = {(mine.project_id, number) for number in NUMBERS}
-    with StatementsSeen("suppressions") as statements:
+    with statements_run() as statements:
         found = await db.run(lambda conn: suppressions.suppressed_among(conn, wanted))
     assert found == {(mine.project_id, NUMBERS[3]), (mine.project_id, NUMBERS[999])}
-    [(sql, parameters)] = statements.seen
+    [(sql, parameters)] = reading("suppressions", statements)
     if engine_name == "postgresql":
         assert "= ANY (" in sql and "IN (" not in sql
         assert len(parameters) == 2 and sorted(parameters[1]) == NUMBERS
@@ -73,7 +61,7 @@ async def test_recipient_usage_counts_each_of_a_thousand_numbers_in_its_own_proj
         sent = await client.post("/v1/messages", json={"to": to, "message": "hi"}, headers=key)
         assert sent.status_code == 202, sent.text
     now = utcnow() + timedelta(seconds=1)
-    with StatementsSeen("messages") as statements:
+    with statements_run() as statements:
         usage = await db.run(
             lambda conn: send_limits.recipient_usage(
                 conn, NUMBERS, now, project_ids=[tenant.project_id]
@@ -83,7 +71,7 @@ async def test_recipient_usage_counts_each_of_a_thousand_numbers_in_its_own_proj
         (tenant.project_id, NUMBERS[0]): 1,
         (tenant.project_id, NUMBERS[1]): 2,
     }
-    [(sql, parameters)] = statements.seen
+    [(sql, parameters)] = reading("messages", statements)
     if engine_name == "postgresql":
         assert "= ANY (" in sql and "IN (" not in sql
         lists_given = [p for p in parameters if isinstance(p, list)]
