@@ -44,6 +44,10 @@ class PhoneLimits:
         """Returns once the device may have one more frame handled."""
         await self._wait(self.frames, device_id, "frames")
 
+    def try_frame(self, device_id: str) -> bool:
+        """Takes one frame from the device's budget if it has one now; never waits."""
+        return not self.enabled or self.frames.take(device_id, self.clock()).allowed
+
     async def inbound_sms(self, device_id: str) -> None:
         """Returns once the device may have one more inbound SMS stored."""
         await self._wait(self.inbound, device_id, "inbound")

@@ -15,6 +15,8 @@ from urllib.parse import parse_qs
 
 from litestar.types import Receive, Scope, Send
 
+from app.hub.ws_protocol import TextHook, WebSocketProtocol
+
 PATH = "/v1/phone/ws"
 
 
@@ -52,6 +54,16 @@ class PhoneSocket:
         if event["type"] == "websocket.disconnect":
             self.closed = True
         return event
+
+    def take_text(self, hook: TextHook) -> bool:
+        """Has the server's protocol hand text messages to `hook` as they arrive (see
+        app/hub/ws_protocol.py); False when it cannot (another server), and then every message
+        comes through `receive`."""
+        protocol = getattr(self._receive, "__self__", None)
+        if not isinstance(protocol, WebSocketProtocol):
+            return False
+        protocol.text_hook = hook
+        return True
 
     async def send_text(self, text: str) -> None:
         if self.closed:

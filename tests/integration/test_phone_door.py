@@ -113,3 +113,45 @@ async def test_a_failure_while_connecting_closes_1011_and_leaves_no_phone_behind
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
         # Not left registered (before, a failure here left the phone in the hub's table).
         await eventually(lambda: not hub.connections)
+
+
+async def test_heartbeats_are_taken_as_they_arrive_and_the_rest_comes_in_order(hub_settings, db):
+    tenant = await new_tenant(db)
+    paired = await devices.pair_device(db, tenant.project_id)
+    async with live_server(hub_settings, db) as server:
+        hub = server.app.state["hub"]
+        socket = await _connect(server.ws_url, paired.token)
+        await eventually(lambda: any(c.ready for c in hub.connections.values()))
+        [protocol] = [o for o in gc.get_objects() if isinstance(o, WebSocketProtocol)]
+        assert protocol.text_hook is not None
+        queued: list[str] = []
+        put_nowait = protocol.queue.put_nowait
+
+        def watch(event):  # observes what goes through the socket's ASGI queue
+            queued.append(event.get("text", event["type"]))
+            put_nowait(event)
+
+        protocol.queue.put_nowait = watch
+        connection = hub.connections[paired.device.id]
+        heard_before = connection.heard_at
+        for battery in range(1, 21):
+            heartbeat = {"type": "heartbeat", "battery": battery, "charging": battery % 2 == 0}
+            await socket.send(json.dumps(heartbeat))
+        auth = json.dumps({"type": "auth", "token": paired.token})
+        await socket.send(auth)
+        answer = json.loads(await asyncio.wait_for(socket.recv(), 5))
+        assert answer["code"] == "already_authenticated"
+        # Twenty heartbeats noted without the queue; the auth frame went through it.
+        assert (connection.battery, connection.charging, connection.signal) == (20, True, None)
+        assert connection.heard_at > heard_before and connection.seen_at is not None
+        assert queued == [auth]
+        # A heartbeat the hub cannot take is answered as before, after the frame ahead of it.
+        bad = json.dumps({"type": "heartbeat", "battery": 101})
+        await socket.send(auth)
+        await socket.send(bad)
+        answers = [json.loads(await asyncio.wait_for(socket.recv(), 5)) for _ in range(2)]
+        assert [a["code"] for a in answers] == ["already_authenticated", "invalid_frame"]
+        assert queued == [auth, auth, bad] and connection.battery == 20
+        await socket.close()
+        await eventually(lambda: not hub.connections)
+        assert protocol.text_hook is None
