@@ -648,7 +648,7 @@ async def sweep(
         )
         return requeued.all()
 
-    taken_back = await db.run_unit(requeue)
+    taken_back = await db.run_unit(requeue, beside_loop=True)
     projects = {project_id for _, project_id in taken_back}
     expired, _ = await _finish_where(
         db,
@@ -702,7 +702,7 @@ async def _finish_where(
             await outbox.completed_requests(session, [r.message.request_id for r in finished], now)
         return len(rows), [message.id for message in rows]
 
-    return await db.run_unit(finish)
+    return await db.run_unit(finish, beside_loop=True)
 
 
 async def cancel(db: Database, project_id: str, message_id: str) -> tuple[Message, bool] | None:

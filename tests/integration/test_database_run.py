@@ -1,11 +1,14 @@
 """`Database.run` and `Database.run_unit`, the one-hand-off transactions of the hot paths, on
 both engines: they commit when the work returns, roll back when it raises, see what the async
 sessions committed (and the other way round), and a unit that waits on anything but its
-session is refused with nothing written."""
+session is refused with nothing written. On SQLite a run takes place on the event loop's
+thread unless it is large or another connection holds the lock, and then it waits beside the
+loop without stopping it."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Generator
 
 import pytest
@@ -129,3 +132,70 @@ async def test_json_columns_read_back_what_either_connection_wrote(db: Database)
         text
         == '{"body":"Grüße, 你好 👋","price_atomic":9007199254740993,"nested":[{"ok":true},null]}'
     )
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"], indirect=True)
+async def test_a_run_on_sqlite_is_on_the_loop_s_thread_unless_it_is_large(db: Database) -> None:
+    loop_thread = threading.get_ident()
+
+    def where(conn: Connection) -> int:
+        conn.execute(insert(Organization), [_org_row("placed")])
+        return threading.get_ident()
+
+    assert await db.run(where) == loop_thread
+    assert await db.run(where, read_only=False, beside_loop=True) != loop_thread
+    assert await _count_async(db, "placed") == 2
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"], indirect=True)
+async def test_a_run_meeting_a_held_write_lock_waits_for_it_beside_the_loop(db: Database) -> None:
+    """The async engine's transaction holds the write lock across awaits: waiting for it on
+    the loop's thread would stop the very loop that transaction needs to finish."""
+    loop_thread = threading.get_ident()
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold_the_lock() -> None:
+        async with db.transaction() as session:
+            await session.execute(insert(Organization), [_org_row("held-first")])
+            holding.set()
+            await release.wait()
+            # More statements while the run waits: the loop, and the lock's holder, go on.
+            await session.execute(insert(Organization), [_org_row("held-first")])
+
+    def write(conn: Connection) -> tuple[int, int]:
+        conn.execute(insert(Organization), [_org_row("held-second")])
+        return threading.get_ident(), _count(conn, "held-first")
+
+    holder = asyncio.create_task(hold_the_lock())
+    await holding.wait()
+    run = asyncio.create_task(db.run(write))
+    await asyncio.sleep(0)  # the run starts, finds the lock held and waits beside the loop
+    assert not run.done()
+    release.set()
+    thread, first_rows = await asyncio.wait_for(run, 10)
+    await holder
+    assert thread != loop_thread
+    assert first_rows == 2  # it ran after the holder committed
+    assert await _count_async(db, "held-second") == 1
+    # The loop's connection is free again: the next run is back on the loop's thread.
+    assert await db.run(lambda conn: threading.get_ident(), read_only=True) == loop_thread
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"], indirect=True)
+async def test_writes_on_the_loop_s_thread_are_checkpointed_beside_it(db: Database) -> None:
+    def autocheckpoint(conn: Connection) -> int:
+        return int(conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one())
+
+    # The loop's connection never checkpoints (that waits for the disk) ...
+    assert await db.run(autocheckpoint, read_only=True) == 0
+    runner = db._runner
+    assert runner is not None
+    before = runner.checkpoints
+    rows = [_org_row("logged") for _ in range(20)]
+    await db.run(lambda conn: conn.execute(insert(Organization), rows))
+    # ... a write on it starts one on the runner's thread, where it waits for the disk.
+    assert runner.checkpoint is not None
+    await runner.checkpoint
+    assert runner.checkpoints == before + 1
+    assert await _count_async(db, "logged") == 20
