@@ -668,8 +668,8 @@ class Hub:
         return answers
 
     async def _commit_reports(self, batch: list[tuple[PhoneConnection, _Frame]]) -> list[list[str]]:
-        """A batch of reports only (the common one), as one unit of work: one hand-off on
-        SQLite (`Database.run_unit`)."""
+        """A batch of reports only (the common one), as one unit of work: at once on the
+        loop's thread on SQLite (`Database.run_unit`)."""
         reports = [_report(connection.device, frame) for connection, frame in batch]
 
         async def write(session: AsyncSession) -> list[outbound.Outcome]:

@@ -683,7 +683,8 @@ async def sweep(
 async def _finish_where(
     db: Database, condition: ColumnElement[bool], status: str, error_code: str
 ) -> tuple[int, list[str]]:
-    """One sweep transaction (one hand-off on SQLite, `Database.run_unit`)."""
+    """One sweep transaction (on SQLite one hand-off to the runner's thread, beside the loop:
+    it may finish hundreds of messages)."""
     now = utcnow()
 
     async def finish(session: AsyncSession) -> tuple[int, list[str]]:

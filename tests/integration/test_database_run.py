@@ -1,4 +1,4 @@
-"""`Database.run` and `Database.run_unit`, the one-hand-off transactions of the hot paths, on
+"""`Database.run` and `Database.run_unit`, the all-at-once transactions of the hot paths, on
 both engines: they commit when the work returns, roll back when it raises, see what the async
 sessions committed (and the other way round), and a unit that waits on anything but its
 session is refused with nothing written. On SQLite a run takes place on the event loop's
