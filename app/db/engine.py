@@ -107,6 +107,17 @@ def _is_busy(exc: OperationalError) -> bool:
     return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
+def _transaction(conn: Connection, work: Callable[[Connection], T], read_only: bool) -> T:
+    try:
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        result = work(conn)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return result
+
+
 class _SqliteRunner:
     """The hot paths' own SQLite connections, beside the async engine's: they write as another
     process would (WAL, BEGIN IMMEDIATE, the busy timeout).
@@ -154,28 +165,15 @@ class _SqliteRunner:
             self.on_loop.exec_driver_sql("PRAGMA busy_timeout=0")
             self.on_loop.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
             self.on_loop.commit()
-        conn = self.on_loop
         try:
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            return _transaction(self.on_loop, work, read_only)
         except OperationalError as exc:
+            # Nothing was written: a write meets a lock only at its BEGIN IMMEDIATE (it holds
+            # the write lock from then on), a read (in WAL, only at a rare moment such as
+            # another connection's recovery) changes nothing. It can go again beside the loop.
             if _is_busy(exc):
                 raise _Locked from exc
             raise
-        try:
-            result = work(conn)
-            conn.commit()
-        except OperationalError as exc:
-            conn.rollback()
-            # A write holds the write lock from its BEGIN on, so only a read can meet a lock
-            # here (in WAL, a rare moment such as another connection's recovery); it changed
-            # nothing and can go again beside the loop.
-            if read_only and _is_busy(exc):
-                raise _Locked from exc
-            raise
-        except BaseException:
-            conn.rollback()
-            raise
-        return result
 
     def _checkpoint_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.checkpoint is None and loop.time() - self.checkpoint_started_at >= (
@@ -204,15 +202,7 @@ class _SqliteRunner:
         return self.beside
 
     def _beside(self, work: Callable[[Connection], T], read_only: bool) -> T:
-        conn = self._beside_connection()
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-        try:
-            result = work(conn)
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
-        return result
+        return _transaction(self._beside_connection(), work, read_only)
 
     def _close_beside(self) -> None:
         if self.beside is not None:
