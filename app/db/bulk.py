@@ -11,30 +11,65 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Table, bindparam
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 from sqlalchemy.util import await_only
 
 Processor = Callable[[Any], Any] | None
+T = TypeVar("T")
+
+
+class _Fixed:
+    """A parameter whose value the statement itself gives (`values(status="sending")`,
+    `attempts + 1`), processed once; a row naming it still wins, as in `Connection.execute`."""
+
+    def __init__(self, value: Any, process: Processor) -> None:
+        self.process = process
+        self.value = value if process is None else process(value)
+
+    def __call__(self, row: Mapping[str, Any], name: str) -> Any:
+        if name not in row:
+            return self.value
+        return row[name] if self.process is None else self.process(row[name])
 
 
 @functools.cache
 def _compiled(
     statement: ClauseElement, dialect: Dialect
-) -> tuple[str, tuple[tuple[str, Processor], ...]]:
+) -> tuple[str, tuple[tuple[str, Processor | _Fixed], ...]]:
+    """The statement's SQL and, in parameter order, each parameter's name and bind processor
+    (a `_Fixed` for a parameter with a value of its own)."""
     compiled = statement.compile(dialect=dialect)
     assert isinstance(compiled, SQLCompiler)
     if compiled.positiontup is None:
         raise ValueError(f"{dialect.name} does not take positional parameters")
-    order = []
+    order: list[tuple[str, Processor | _Fixed]] = []
     for name in compiled.positiontup:
         bind = compiled.binds[name]
-        order.append((name, bind.type.dialect_impl(dialect).bind_processor(dialect)))
+        if bind.callable is not None:
+            raise ValueError(f"parameter {name!r} takes its value from a callable")
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        order.append((name, process if bind.required else _Fixed(bind.value, process)))
     return compiled.string, tuple(order)
+
+
+def _values(
+    order: tuple[tuple[str, Processor | _Fixed], ...], row: Mapping[str, Any]
+) -> tuple[Any, ...]:
+    return tuple(
+        row[name]
+        if process is None
+        else process(row, name)
+        if isinstance(process, _Fixed)
+        else process(row[name])
+        for name, process in order
+    )
 
 
 def execute_many(
@@ -45,13 +80,7 @@ def execute_many(
     if not rows:
         return
     sql, order = _compiled(statement, conn.dialect)
-    conn.exec_driver_sql(
-        sql,
-        [
-            tuple(row[name] if process is None else process(row[name]) for name, process in order)
-            for row in rows
-        ],
-    )
+    conn.exec_driver_sql(sql, [_values(order, row) for row in rows])
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -67,10 +96,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
         execute_many(conn, statement, rows)
         return
     _, order = _compiled(statement, conn.dialect)
-    records = [
-        tuple(row[name] if process is None else process(row[name]) for name, process in order)
-        for row in rows
-    ]
+    records = [_values(order, row) for row in rows]
     await_only(
         driver.copy_records_to_table(
             table.name,
@@ -94,3 +120,17 @@ def _copying_driver(conn: Connection) -> Any:
         return None
     driver = conn.connection.dbapi_connection.driver_connection  # type: ignore[union-attr]
     return driver if driver.is_in_transaction() else None
+
+
+async def on_connection(
+    executor: AsyncSession | AsyncConnection, work: Callable[[Connection], T]
+) -> T:
+    """`work(connection)` on the synchronous connection under `executor` (an async session, or
+    a unit of work's session run at once, or an async connection), in its transaction."""
+    if isinstance(executor, AsyncConnection):
+        return await executor.run_sync(work)
+
+    def on_session(session: Session) -> T:
+        return work(session.connection())
+
+    return await executor.run_sync(on_session)

@@ -281,7 +281,7 @@ class Database:
         beside_loop: bool = False,
     ) -> T:
         """Runs `work(session)`, an async unit of work whose only awaits are its session's
-        `execute` and `flush`, as one transaction: on SQLite through `run`, all at once
+        `execute`, `flush` and `run_sync`, as one transaction: on SQLite through `run`, all at once
         (app/db/immediate.py), on PostgreSQL in `transaction()`."""
         if not self.is_sqlite:
             async with self.transaction() as session:

@@ -1,6 +1,6 @@
 """Runs an async unit of work written against `AsyncSession` synchronously, over a `Session`
 bound to a synchronous connection (inside `Database.run`): its awaits are the session's own
-`execute` and `flush`, which here finish at once, so the coroutine completes in one step
+`execute`, `flush` and `run_sync`, which here finish at once, so the coroutine completes in one step
 without an event loop. A unit that awaits anything else is refused (RuntimeError) and its
 transaction rolled back."""
 
@@ -36,6 +36,9 @@ class ImmediateSession:
 
     def add_all(self, instances: Any) -> None:
         self.sync_session.add_all(instances)
+
+    async def run_sync(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return work(self.sync_session, *args, **kwargs)
 
     def get_bind(self) -> Any:
         return self.sync_session.get_bind()

@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, Connection, Update, and_, bindparam, or_, 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.db import bulk
 from app.db.engine import Database
 from app.db.models import LIVE_MESSAGE, Device, Message, Sim
 from app.domain import statuses
@@ -191,7 +192,8 @@ def _claim(
     locked = frozenset(conn.execute(_LOCKED_SIMS, {"project_id": project_id}).scalars())
     claims = plan([Candidate(*row) for row in rows], locked)
     if claims:
-        conn.execute(
+        bulk.execute_many(
+            conn,
             _CLAIM,
             [
                 {
@@ -408,8 +410,13 @@ async def apply_reports(session: AsyncSession, reports: Sequence[Report]) -> lis
         shape = tuple(name for name in _REPORT_COLUMNS if name in row.changes)
         params = {f"new_{name}": row.changes[name] for name in shape}
         by_shape.setdefault(shape, []).append({"message_id": message_id, **params})
-    for shape, params_list in by_shape.items():
-        await session.execute(_report_update(shape), params_list)
+
+    def write_changes(conn: Connection) -> None:
+        for shape, params_list in by_shape.items():
+            bulk.execute_many(conn, _report_update(shape), params_list)
+
+    if by_shape:
+        await bulk.on_connection(session, write_changes)
     if failing:
         wanted = sorted({reports[index].message_id for index in failing})
         messages = (

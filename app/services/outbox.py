@@ -77,7 +77,7 @@ def message_event(record: MessageRecord, now: datetime | None = None) -> dict[st
 async def insert_events(executor: Executor, rows: Sequence[dict[str, Any]]) -> None:
     """Writes `rows` (from `event_row`) in order, with one statement."""
     if rows:
-        await executor.execute(_INSERT_EVENTS, list(rows))
+        await bulk.on_connection(executor, lambda conn: bulk.insert_rows(conn, _EVENTS, rows))
 
 
 def write_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -87,7 +87,6 @@ def write_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
 
 # The statements of the hub's and the sweeps' batches, built once: building one (and its
 # cache key) costs more than running it on SQLite. `ids` expands to the list given.
-_INSERT_EVENTS = _EVENTS.insert()
 # Every message column and its SIM's number (`sim_number`), as `record_of` reads a row.
 MESSAGES_WITH_SIMS = select(*_MESSAGES.c, _SIMS.c.number.label("sim_number")).select_from(
     _MESSAGES.outerjoin(_SIMS, _SIMS.c.id == _MESSAGES.c.sim_id)

@@ -1,6 +1,7 @@
 """Many rows at once (`bulk.insert_rows`, how a send writes its messages and events): on
 PostgreSQL one `COPY` in the caller's transaction, elsewhere one `executemany`; the same rows
-stored either way, and nothing stored when the transaction rolls back."""
+stored either way, and nothing stored when the transaction rolls back. One statement over many
+parameter sets (`bulk.execute_many`, how the hub writes claims and reports)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import bindparam, event, select, update
 from sqlalchemy.engine import Engine
 
 from app.db import bulk
 from app.db.models import Event
+from app.services import outbox
 from app.services.ids import new_id
 from tests.support.factories import new_tenant
 
@@ -111,3 +113,53 @@ async def test_no_rows_is_no_statement(db):
     with InsertsSeen() as seen:
         await db.run(lambda conn: bulk.insert_rows(conn, _EVENTS, []))
     assert seen.inserts == []
+
+
+_ROUTE_FIRST_TIME = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id == bindparam("event_id"))
+    .values(type="message.sent", routed=True, seq=_EVENTS.c.seq + 1000)
+)
+
+
+async def test_an_update_run_for_many_rows_takes_the_values_the_statement_gives(db):
+    """`execute_many` with values written into the statement (a string, a boolean through its
+    bind processor, `seq + 1000`) as well as the rows' own; a row naming such a value wins,
+    as with `Connection.execute`."""
+    tenant = await new_tenant(db)
+    rows = event_rows(tenant.project_id, 4)
+    await db.run(lambda conn: bulk.insert_rows(conn, _EVENTS, rows))
+
+    def seqs(conn: Any) -> dict[str, int]:
+        query = select(_EVENTS.c.id, _EVENTS.c.seq).where(_EVENTS.c.project_id == tenant.project_id)
+        return {row.id: row.seq for row in conn.execute(query)}
+
+    before = await db.run(seqs, read_only=True)
+    await db.run(
+        lambda conn: bulk.execute_many(
+            conn,
+            _ROUTE_FIRST_TIME,
+            [{"event_id": rows[0]["id"]}, {"event_id": rows[1]["id"], "type": "message.failed"}],
+        )
+    )
+    stored = {row["id"]: row for row in await stored_events(db, tenant.project_id)}
+    after = await db.run(seqs, read_only=True)
+    assert [stored[row["id"]]["type"] for row in rows] == [
+        "message.sent",
+        "message.failed",
+        "message.queued",
+        "message.queued",
+    ]
+    assert [stored[row["id"]]["routed"] for row in rows] == [True, True, False, True]
+    assert [after[row["id"]] - before[row["id"]] for row in rows] == [1000, 1000, 0, 0]
+
+
+async def test_events_written_through_a_session_or_a_unit_of_work_are_stored_as_given(db):
+    """`outbox.insert_events` reaches the connection under an async session and under a unit
+    of work run at once (`Database.run_unit`, SQLite's hot path)."""
+    tenant = await new_tenant(db)
+    first, second = event_rows(tenant.project_id, 3), event_rows(tenant.project_id, 2)
+    async with db.transaction() as session:
+        await outbox.insert_events(session, first)
+    await db.run_unit(lambda session: outbox.insert_events(session, second))
+    assert await stored_events(db, tenant.project_id) == first + second
