@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
@@ -358,10 +358,10 @@ def _write_batch(conn: Connection, batch: list[PendingSend]) -> list[dict[str, A
     low = _charge(conn, batch, outcomes)
     admitted = [s for s, o in zip(batch, outcomes, strict=True) if o is None]
     if admitted:
-        conn.execute(_INSERT_REQUESTS, [s.request_row for s in admitted])
-        ledger_rows = [s.ledger_row for s in admitted if s.ledger_row is not None]
-        if ledger_rows:
-            conn.execute(_INSERT_LEDGER, ledger_rows)
+        # An Idempotency-Key raced in from another instance breaks the requests' unique
+        # index: SQLAlchemy's IntegrityError, which `_alone_after` answers.
+        bulk.insert_many(conn, _REQUESTS, [s.request_row for s in admitted])
+        bulk.insert_many(conn, _LEDGER, [s.ledger_row for s in admitted if s.ledger_row])
         messages = [row for s in admitted for row in s.message_rows]
         if messages:
             bulk.insert_rows(conn, _MESSAGES, messages)
@@ -524,8 +524,8 @@ _DEBIT = (
         .scalar_subquery(),
     )
 )
-_INSERT_REQUESTS = insert(MessageRequest)
-_INSERT_LEDGER = insert(LedgerEntry)
+_REQUESTS = MessageRequest.metadata.tables["requests"]
+_LEDGER = LedgerEntry.metadata.tables["ledger_entries"]
 _MESSAGES = Message.metadata.tables["messages"]
 
 

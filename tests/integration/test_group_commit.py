@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, text
 
 from app.db.models import LedgerEntry, Message, MessageRequest
 from app.domain.errors import InsufficientCredits
 from app.services import credits, quoting, sending
+from app.services.ids import utcnow
 from app.services.sending import GroupCommit
 from tests.support.factories import new_tenant
 from tests.support.live import eventually
@@ -127,3 +128,46 @@ async def test_an_idempotency_key_used_twice_in_one_batch_answers_once(settings,
     assert entered == [1, 4, 2]
     assert await count(db, MessageRequest) == 3
     assert await credits.ledger_sum(db, tenant.project_id) == (7 * RATE, 7 * RATE)
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql"], indirect=True)
+async def test_an_idempotency_key_committed_elsewhere_meanwhile_answers_as_that_request(
+    settings, db
+):
+    """Another instance commits a request under the same key after this batch looked for it
+    (PostgreSQL reads committed rows only; SQLite's write lock rules the race out): the
+    batch's insert breaks the key's unique index, and the request answers as the other did,
+    charging nothing."""
+    tenant = await new_tenant(db)
+    await credits.grant(db, tenant.project_id, 10 * RATE)
+    answer = {"request_id": "req_elsewhere", "messages": []}
+    requests = MessageRequest.metadata.tables["requests"]
+    async with db.engine.connect() as elsewhere:
+        await elsewhere.begin()
+        await elsewhere.execute(
+            insert(requests).values(
+                id="req_elsewhere",
+                project_id=tenant.project_id,
+                billing="credits",
+                total_atomic=RATE,
+                segment_count=1,
+                idempotency_key="raced",
+                request_sha256=sending.request_fingerprint({"n": 5, "body": None}),
+                response=answer,
+                created_at=utcnow(),
+            )
+        )
+        raced = send(db, settings, tenant.project_id, 5, Notes(), key="raced")
+
+        async def waits_on_the_other_insert() -> bool:
+            async with db.engine.connect() as look:
+                waiting = await look.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                )
+                return bool(waiting.scalar_one())
+
+        await eventually(waits_on_the_other_insert)
+        await elsewhere.commit()
+    assert await raced == answer
+    assert await count(db, MessageRequest) == 1
+    assert await credits.ledger_sum(db, tenant.project_id) == (10 * RATE, 10 * RATE)
