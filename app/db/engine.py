@@ -281,11 +281,9 @@ class Database:
         beside_loop: bool = False,
     ) -> T:
         """Runs `work(session)`, an async unit of work whose only awaits are its session's
-        `execute`, `flush` and `run_sync`, as one transaction: on SQLite through `run`, all at once
-        (app/db/immediate.py), on PostgreSQL in `transaction()`."""
-        if not self.is_sqlite:
-            async with self.transaction() as session:
-                return await work(session)
+        `execute`, `flush` and `run_sync`, as one transaction through `run`, all at once
+        (app/db/immediate.py). On PostgreSQL that is one `run_sync` for the whole unit, where
+        `transaction()` would take one for each statement."""
         return await self.run(lambda conn: immediate.run(work, conn), beside_loop=beside_loop)
 
     async def ping(self) -> None:
