@@ -3,6 +3,7 @@ content, plan segments and price — then sign the quote. Nothing here charges o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -101,14 +102,28 @@ class SendPolicy:
 
 
 def price_table_from(settings: Settings) -> pricing.PriceTable:
+    """The prices `settings` name (asked by every quote and send: parsed once per set of
+    prices)."""
+    return _price_table(
+        settings.price_per_segment,
+        tuple(sorted(settings.price_country_rates.items())),
+        settings.fee_per_request,
+        settings.fee_per_message,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _price_table(
+    per_segment: str,
+    country_rates: tuple[tuple[str, str], ...],
+    fee_per_request: str,
+    fee_per_message: str,
+) -> pricing.PriceTable:
     return pricing.PriceTable(
-        default_rate_atomic=pricing.parse_usdc(settings.price_per_segment),
-        country_rates_atomic={
-            region: pricing.parse_usdc(rate)
-            for region, rate in settings.price_country_rates.items()
-        },
-        fee_per_request_atomic=pricing.parse_usdc(settings.fee_per_request),
-        fee_per_message_atomic=pricing.parse_usdc(settings.fee_per_message),
+        default_rate_atomic=pricing.parse_usdc(per_segment),
+        country_rates_atomic={region: pricing.parse_usdc(rate) for region, rate in country_rates},
+        fee_per_request_atomic=pricing.parse_usdc(fee_per_request),
+        fee_per_message_atomic=pricing.parse_usdc(fee_per_message),
     )
 
 
