@@ -24,6 +24,10 @@ from sqlalchemy.util import await_only
 Processor = Callable[[Any], Any] | None
 T = TypeVar("T")
 
+COPIED_INTO = "simwire_copied_into"
+"""The key in a connection's `info` of the names of the tables `insert_rows` copied rows into
+in its transaction: a `COPY` is no statement that the engine's cursor events see."""
+
 
 class _Fixed:
     """A parameter whose value the statement itself gives (`values(status="sending")`,
@@ -113,6 +117,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
             schema_name=table.schema,
         )
     )
+    conn.info.setdefault(COPIED_INTO, set()).add(table.name)
 
 
 @functools.cache

@@ -107,6 +107,12 @@ def _is_busy(exc: OperationalError) -> bool:
     return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
+AFTER_COMMIT: list[Callable[[Connection], None]] = []
+"""Called with each of the SQLite runner's connections once a transaction on it has committed.
+A pooled connection tells that by going back to its pool (the pool's `checkin` event); the
+runner holds its connections, so this is how a listener learns it (app/webhooks/wakeup.py)."""
+
+
 def _transaction(conn: Connection, work: Callable[[Connection], T], read_only: bool) -> T:
     try:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
@@ -115,6 +121,8 @@ def _transaction(conn: Connection, work: Callable[[Connection], T], read_only: b
     except BaseException:
         conn.rollback()
         raise
+    for listener in AFTER_COMMIT:
+        listener(conn)
     return result
 
 

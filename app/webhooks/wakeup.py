@@ -2,10 +2,12 @@
 so a change reaches its endpoints without waiting for the next poll.
 
 Whatever writes the events (`record_event` through the ORM, the outbox's Core inserts on a
-bare connection), the statement is an `INSERT INTO events` on some pooled connection: that
-connection is noted, the note survives its commit and is dropped by a rollback, and the workers
-are rung when the connection goes back to the pool, which is after the commit has finished (so
-the worker's own reads see the new rows)."""
+bare connection), the statement is an `INSERT INTO events` on some connection, or a `COPY`
+that `bulk.insert_rows` notes in the connection's `info`: that connection is noted, the note
+survives its commit and is dropped by a rollback, and the workers are rung once the commit has
+finished (so the worker's own reads see the new rows): when a pooled connection goes back to
+its pool, or, for the SQLite runner's connections, which it holds, right after their commit
+(`engine.AFTER_COMMIT`)."""
 
 from __future__ import annotations
 
@@ -17,9 +19,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import Pool
 
+from app.db import bulk, engine
+
 _WROTE = "simwire_events_written"
 _COMMITTED = "simwire_events_committed"
-_INSERT = "INSERT INTO events "
+_EVENTS = "events"
+_INSERT = f"INSERT INTO {_EVENTS} "
 
 # Each bell with the loop it belongs to: a commit on another thread's loop rings it safely.
 _bells: weakref.WeakKeyDictionary[asyncio.Event, asyncio.AbstractEventLoop] = (
@@ -69,7 +74,10 @@ def _noted(
 
 @event.listens_for(Engine, "commit")
 def _committing(conn: Connection) -> None:
-    if not conn.invalidated and conn.info.pop(_WROTE, False):
+    if conn.invalidated:
+        return
+    wrote = conn.info.pop(_WROTE, False)
+    if wrote | (_EVENTS in conn.info.pop(bulk.COPIED_INTO, ())):
         conn.info[_COMMITTED] = True
 
 
@@ -77,9 +85,18 @@ def _committing(conn: Connection) -> None:
 def _rolled_back(conn: Connection) -> None:
     if not conn.invalidated:
         conn.info.pop(_WROTE, None)
+        conn.info.pop(bulk.COPIED_INTO, None)
 
 
 @event.listens_for(Pool, "checkin")
 def _returned(_dbapi_connection: Any, record: Any) -> None:
     if record is not None and record.info.pop(_COMMITTED, False):
         ring()
+
+
+def _runner_committed(conn: Connection) -> None:
+    if conn.info.pop(_COMMITTED, False):
+        ring()
+
+
+engine.AFTER_COMMIT.append(_runner_committed)

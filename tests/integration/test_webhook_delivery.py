@@ -28,7 +28,7 @@ from standardwebhooks import WebhookVerificationError
 from app.db.engine import Database
 from app.db.models import Webhook, WebhookAttempt, WebhookDelivery
 from app.domain.webhook_retries import RETRY_DELAYS_S
-from app.services import callbacks, credits, devices, webhooks
+from app.services import callbacks, credits, devices, outbox, webhooks
 from app.services.events import record_event
 from app.services.ids import new_id, utcnow
 from app.settings import Settings
@@ -638,8 +638,24 @@ async def test_a_requests_callback_endpoint_gets_its_events_and_replies_and_stay
     assert listed["id"] != hidden.id
 
 
-async def test_a_committed_event_wakes_the_servers_worker_at_once(settings, db):
-    """The running server's worker polls only every 30 s here: the commit itself wakes it."""
+async def batched_state_change(db: Database, project_id: str) -> str:
+    """A change's event written as the send batches and the hub write theirs: many rows at
+    once inside a transaction already begun (a `COPY` on PostgreSQL); its id."""
+    row = outbox.event_row(project_id, "message.sent", {"id": new_id("msg"), "request_id": None})
+
+    def write(conn) -> None:
+        conn.execute(select(1))
+        outbox.write_events(conn, [row])
+
+    await db.run(write)
+    return row["id"]
+
+
+@pytest.mark.parametrize("written", ["one insert", "batched"])
+async def test_a_committed_event_wakes_the_servers_worker_at_once(settings, db, written):
+    """The running server's worker polls only every 30 s here: the commit itself wakes it,
+    whichever way the event was written."""
+    change = state_change if written == "one insert" else batched_state_change
     tenant = await new_tenant(db)
     slow_poll = settings.model_copy(update={"webhook_poll_s": 30.0})
     async with live_server(slow_poll) as server, running_receiver() as receiver:
@@ -650,7 +666,7 @@ async def test_a_committed_event_wakes_the_servers_worker_at_once(settings, db):
         latencies: dict[str, float] = {}
         for _ in range(5):
             started = time.monotonic()
-            event_id = await state_change(db, tenant.project_id)
+            event_id = await change(db, tenant.project_id)
             arrived = await eventually(
                 lambda wanted=event_id: next(
                     (r for r in receiver.received if r.headers["webhook-id"] == wanted), None
