@@ -76,8 +76,8 @@ def _noted(
 def _committing(conn: Connection) -> None:
     if conn.invalidated:
         return
-    wrote = conn.info.pop(_WROTE, False)
-    if wrote | (_EVENTS in conn.info.pop(bulk.COPIED_INTO, ())):
+    copied = conn.info.pop(bulk.COPIED_INTO, ())
+    if conn.info.pop(_WROTE, False) or _EVENTS in copied:
         conn.info[_COMMITTED] = True
 
 
