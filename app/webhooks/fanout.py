@@ -5,12 +5,13 @@ PostgreSQL each takes its events with `FOR UPDATE SKIP LOCKED`)."""
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import insert, select, update
+from sqlalchemy import Select, insert, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -40,25 +41,14 @@ async def route_events(db: Database, now: datetime | None = None, batch: int = B
 def route_in(session: Session, is_sqlite: bool, now: datetime, batch: int = BATCH) -> int:
     """`route_events` in the caller's (synchronous) transaction: the worker claims in the same
     one."""
-    query = select(col(Event.seq), col(Event.project_id)).where(sa.text(UNROUTED_EVENT))
-    query = query.order_by(col(Event.seq)).limit(batch)
-    if not is_sqlite:
-        query = query.with_for_update(skip_locked=True)
-    unrouted = session.execute(query).all()
+    conn = session.connection()
+    unrouted = conn.execute(_unrouted(batch, locking=not is_sqlite)).all()
     if not unrouted:
         return 0
     # Only the events of projects with an enabled endpoint are read whole; the others (most,
     # where nobody subscribes) are just marked routed.
-    wanting = set(
-        session.execute(
-            select(col(Webhook.project_id))
-            .where(
-                col(Webhook.project_id).in_({project_id for _, project_id in unrouted}),
-                col(Webhook.enabled) == sa.true(),
-            )
-            .distinct()
-        ).scalars()
-    )
+    projects = list({project_id for _, project_id in unrouted})
+    wanting = set(conn.execute(_PROJECTS_WANTING, {"projects": projects}).scalars())
     wanted = [seq for seq, project_id in unrouted if project_id in wanting]
     if wanted:
         events = list(
@@ -69,10 +59,37 @@ def route_in(session: Session, is_sqlite: bool, now: datetime, batch: int = BATC
         rows = _deliveries_for(session, events, now)
         if rows:
             session.execute(insert(WebhookDelivery), rows)
-    session.execute(
-        update(Event).where(col(Event.seq).in_([seq for seq, _ in unrouted])).values(routed=True)
-    )
+    conn.execute(_MARK_ROUTED, {"seqs": [seq for seq, _ in unrouted]})
     return len(unrouted)
+
+
+# The statements of every round, built once: building them anew each round (and their cache
+# keys) was most of a round's cost.
+_EVENTS = Event.metadata.tables["events"]
+_WEBHOOKS = Webhook.metadata.tables["webhooks"]
+_PROJECTS_WANTING = (
+    select(_WEBHOOKS.c.project_id)
+    .where(
+        _WEBHOOKS.c.project_id.in_(sa.bindparam("projects", expanding=True)),
+        _WEBHOOKS.c.enabled == sa.true(),
+    )
+    .distinct()
+)
+_MARK_ROUTED = (
+    update(_EVENTS)
+    .where(_EVENTS.c.seq.in_(sa.bindparam("seqs", expanding=True)))
+    .values(routed=True)
+)
+
+
+@functools.cache
+def _unrouted(batch: int, locking: bool) -> Select[tuple[int, str]]:
+    """The oldest `batch` events not yet routed: (seq, project id); with `locking` (PostgreSQL)
+    each instance takes those no other one holds."""
+    # The condition verbatim, so SQLite reads the partial index, not the whole table.
+    query = select(_EVENTS.c.seq, _EVENTS.c.project_id).where(sa.text(UNROUTED_EVENT))
+    query = query.order_by(_EVENTS.c.seq).limit(batch)
+    return query.with_for_update(skip_locked=True) if locking else query
 
 
 def new_delivery(project_id: str, webhook_id: str, event: Event, now: datetime) -> dict[str, Any]:

@@ -44,3 +44,29 @@ def test_a_secret_is_wholly_random() -> None:
     # No shared time prefix: two secrets made together agree on their first 12 characters
     # only by chance (1 in 2**48).
     assert first[4:16] != second[4:16]
+
+
+def test_ids_made_across_a_refill_and_from_threads_never_repeat() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        batches = list(pool.map(lambda _: [new_id("msg") for _ in range(5_000)], range(4)))
+    random_parts = [one[16:] for batch in batches for one in batch]
+    assert len(set(random_parts)) == len(random_parts) == 20_000
+
+
+def test_a_forked_child_makes_other_ids_than_its_parent() -> None:
+    import os
+
+    new_id("msg")  # the parent holds unused digits when it forks
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(writing, new_id("msg")[16:].encode())
+        os._exit(0)
+    os.close(writing)
+    os.waitpid(child, 0)
+    from_child = os.read(reading, 64).decode()
+    os.close(reading)
+    assert len(from_child) == 20
+    assert from_child != new_id("msg")[16:]
