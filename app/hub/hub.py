@@ -266,12 +266,10 @@ class Hub:
             self._rotation[project_id] = start + 1
             now = time.time()
             plan = ClaimPlan(phones[start:] + phones[:start], self.limits, now)
-            claims = await outbound.claim_queued(
+            done = await outbound.claim_queued(
                 self.db, project_id, plan.max_candidates, plan.plan
             )
-            if not claims:
-                return
-            for claim in claims:
+            for claim in done.claims:
                 connection = self.connections.get(claim.device_id)
                 if connection is None:  # gone meanwhile: the ack timeout takes it back
                     continue
@@ -293,6 +291,10 @@ class Hub:
                             message.expires_at,
                         )
                     )
+            # A pass that read the whole queue leaves only what it could not give out; what is
+            # queued after it wakes this loop again. So no empty pass follows a busy one.
+            if not done.claims or done.read_all:
+                return
 
     async def _sweep_loop(self) -> None:
         while True:

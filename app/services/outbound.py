@@ -167,28 +167,39 @@ class Claim:
 ClaimPlanner = Callable[[list[Candidate], frozenset[str]], list[Claim]]
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimPass:
+    """What one claim pass gave out; and whether it read every claimable message there was
+    (fewer than it asked for), so that a pass right after it would find only the ones this one
+    could not give out."""
+
+    claims: list[Claim]
+    read_all: bool
+
+
 async def claim_queued(
     db: Database, project_id: str, max_candidates: int, plan: ClaimPlanner
-) -> list[Claim]:
+) -> ClaimPass:
     """One claim pass for all of the caller's phones of a project: reads up to
     `max_candidates` queued, unexpired messages (oldest first; on PostgreSQL `FOR UPDATE SKIP
     LOCKED`, so concurrent claimers on other instances never take the same row), lets `plan`
     give them to SIMs, and moves the planned ones to `sending` in the same transaction. With no
-    room (`max_candidates` <= 0) it returns [] without touching the database."""
+    room (`max_candidates` <= 0) it gives out nothing without touching the database."""
     if max_candidates <= 0:
-        return []
+        return ClaimPass([], read_all=False)
     now = utcnow()
     return await db.run(lambda conn: _claim(conn, project_id, max_candidates, plan, now))
 
 
 def _claim(
     conn: Connection, project_id: str, max_candidates: int, plan: ClaimPlanner, now: datetime
-) -> list[Claim]:
+) -> ClaimPass:
     rows = conn.execute(
         _CANDIDATES, {"project_id": project_id, "now": now, "max_candidates": max_candidates}
     ).all()
+    read_all = len(rows) < max_candidates
     if not rows:
-        return []
+        return ClaimPass([], read_all)
     locked = frozenset(conn.execute(_LOCKED_SIMS, {"project_id": project_id}).scalars())
     claims = plan([Candidate(*row) for row in rows], locked)
     if claims:
@@ -205,7 +216,7 @@ def _claim(
                 for claim in claims
             ],
         )
-    return claims
+    return ClaimPass(claims, read_all)
 
 
 # A claim pass's statements, built once (building one costs about as much as running it).

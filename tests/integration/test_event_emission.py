@@ -395,8 +395,8 @@ async def _sent_on(db: Database, tenant: TenantKeys, device: Any, sim: Any, to: 
     def plan(candidates: list[outbound.Candidate], locked: frozenset[str]) -> list[outbound.Claim]:
         return [outbound.Claim(c, device.id, sim.id) for c in candidates if c.id == queued.id]
 
-    claims = await outbound.claim_queued(db, tenant.project_id, 100, plan)
-    assert [c.message.id for c in claims] == [queued.id]
+    done = await outbound.claim_queued(db, tenant.project_id, 100, plan)
+    assert [c.message.id for c in done.claims] == [queued.id]
     return queued.id
 
 

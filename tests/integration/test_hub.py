@@ -312,13 +312,37 @@ async def test_rate_limit_in_parts_holds_under_a_burst(hub_settings, db, tmp_pat
 
             await eventually(lambda: parts_sent() >= 5)
             # Three more dispatch rounds (the sweeps wake them) that found the budget spent.
-            await claims.wait(3, since=time.monotonic(), where=lambda claimed: not claimed)
+            await claims.wait(3, since=time.monotonic(), where=lambda done: not done.claims)
             assert parts_sent() == 5
             async with db.sessions() as session:
                 queued = (
                     await session.execute(select(func.count()).where(Message.status == "queued"))
                 ).scalar_one()
             assert queued == len(ids) + 1 - len(phone.radio.sent)
+        finally:
+            await phone.stop()
+
+
+async def test_a_pass_that_read_the_whole_queue_is_followed_by_no_empty_one(
+    hub_settings, db, tmp_path, monkeypatch
+):
+    tenant = await new_tenant(db)
+    claims = watch_calls(monkeypatch, outbound, "claim_queued")
+    paired = await devices.pair_device(db, tenant.project_id)
+    quiet = fast_settings(hub_settings, sweep_interval_s=3600.0)  # no sweep wakes a round
+    async with live_server(quiet, db) as server:
+        phone = await start_phone(server, paired.token, tmp_path / "p.db")
+        try:
+            connections = server.hub.connections
+            await eventually(lambda: paired.device.id in connections)
+            await eventually(lambda: connections[paired.device.id].ready)
+            ids = await queue(db, tenant.project_id, count=3)
+            await server.hub.notify_queued(tenant.project_id)
+            for message_id in ids:
+                await eventually(lambda m=message_id: has_status(db, m, "delivered"))
+            # One pass read all three (fewer than it asked for) and gave them out; the reports'
+            # wake-ups after it only looked, and found nothing queued.
+            assert [len(done.claims) for _, done in claims.calls] == [3]
         finally:
             await phone.stop()
 
@@ -483,7 +507,7 @@ async def test_a_message_longer_than_the_rate_window_still_goes_out_alone(
             await server.hub.notify_queued(tenant.project_id)
             await eventually(lambda: has_status(db, long_one.id, "delivered"))
             # Two more dispatch rounds (the sweeps wake them) claimed nothing.
-            await claims.wait(2, since=time.monotonic(), where=lambda claimed: not claimed)
+            await claims.wait(2, since=time.monotonic(), where=lambda done: not done.claims)
             assert (await status_of(db, short)).status == "queued"  # the window is used up
         finally:
             await phone.stop()
