@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy import Connection, Row, Select, or_, select
+from sqlalchemy import Row, Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -106,8 +106,13 @@ def _candidates_to_any(limit: int, locking: bool) -> Select[tuple[str, str, str]
     return _candidates(limit, locking, ())
 
 
+def _any_work(due: Select[Any]) -> Select[tuple[bool]]:
+    """Whether an event waits to be routed or a delivery of `due` waits: one statement."""
+    return select(or_(_ANY_UNROUTED.exists(), due.exists()))
+
+
 # The idle look (every poll interval) when no endpoint is full, built once.
-_ANY_DUE = _any(_due_deliveries(sa.bindparam("now"), ()))
+_ANY_WORK = _any_work(_any(_due_deliveries(sa.bindparam("now"), ())))
 
 Clock = Callable[[], datetime]
 
@@ -269,13 +274,12 @@ class DeliveryWorker:
     async def _look(self, now: datetime) -> bool:
         """Whether events wait to be routed or a delivery this process may take is due."""
         full = self._full_endpoints()
-        due = _ANY_DUE if not full else _any(_due_deliveries(sa.bindparam("now"), full))
-
-        def look(conn: Connection) -> bool:
-            unrouted = conn.execute(_ANY_UNROUTED).first()
-            return unrouted is not None or conn.execute(due, {"now": now}).first() is not None
-
-        return await self.db.run(look, read_only=True)
+        query = (
+            _ANY_WORK if not full else _any_work(_any(_due_deliveries(sa.bindparam("now"), full)))
+        )
+        return await self.db.run(
+            lambda conn: bool(conn.execute(query, {"now": now}).scalar()), read_only=True
+        )
 
     async def deliver_now(self, delivery_id: str) -> None:
         """Sends one delivery at once and waits until its attempt is recorded (the test route);
