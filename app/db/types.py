@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,24 +23,42 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.astimezone(UTC).replace(tzinfo=None)
 
     def bind_processor(self, dialect: Any) -> Any:
-        if dialect.name != "sqlite":
-            return super().bind_processor(dialect)
-
-        def to_text(value: datetime | None) -> str | None:
-            """SQLite's own `DATETIME` text (microseconds always), written by one `isoformat`
-            instead of a conversion and then a `%` format of a dict: half the cost, and a sent
-            message writes about ten of these."""
-            if value is None:
-                return None
-            if value.tzinfo is not UTC:
-                if value.tzinfo is None:
-                    raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
-                value = value.astimezone(UTC)
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-
-        return to_text
+        if dialect.name == "sqlite":
+            return _keeping_last(_sqlite_text)
+        process = super().bind_processor(dialect)  # process_bind_param, then the driver's
+        return None if process is None else _keeping_last(process)
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=UTC)
+
+
+def _sqlite_text(value: datetime | None) -> str | None:
+    """SQLite's own `DATETIME` text (microseconds always), written by one `isoformat` instead
+    of a conversion and then a `%` format of a dict: half the cost."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _keeping_last(process: Callable[[datetime | None], Any]) -> Callable[[datetime | None], Any]:
+    """`process`, remembering its last value: the rows of a batch share their moments (one
+    `now` for all, one expiry for a request's messages), and the same object is the same
+    stored value. A sent message writes about ten datetimes."""
+    last: tuple[datetime | None, Any] = (None, None)
+
+    def processed(value: datetime | None) -> Any:
+        nonlocal last
+        seen, stored = last
+        if value is seen:
+            return stored
+        stored = process(value)
+        last = (value, stored)
+        return stored
+
+    return processed

@@ -266,9 +266,7 @@ class Hub:
             self._rotation[project_id] = start + 1
             now = time.time()
             plan = ClaimPlan(phones[start:] + phones[:start], self.limits, now)
-            done = await outbound.claim_queued(
-                self.db, project_id, plan.max_candidates, plan.plan
-            )
+            done = await outbound.claim_queued(self.db, project_id, plan.max_candidates, plan.plan)
             for claim in done.claims:
                 connection = self.connections.get(claim.device_id)
                 if connection is None:  # gone meanwhile: the ack timeout takes it back

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql import asyncpg
+from sqlalchemy.engine import Dialect
 
 from app.db.types import UTCDateTime
 
@@ -39,6 +41,22 @@ def test_every_moment_reads_back_as_itself_in_utc() -> None:
     assert read[:-1] == MOMENTS  # aware datetimes compare as moments
     assert all(value.tzinfo is UTC for value in read[:-1])
     assert read[-1] is None
+
+
+@pytest.mark.parametrize(
+    "dialect", [sqlite.dialect(), asyncpg.dialect()], ids=["sqlite", "asyncpg"]
+)
+def test_a_moment_repeated_across_rows_is_written_right_each_time(dialect: Dialect) -> None:
+    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    if dialect.name == "sqlite":
+        text = sqlite.DATETIME().bind_processor(dialect)
+        assert text is not None
+    first, other = MOMENTS[0], MOMENTS[3]
+    equal_but_not_same = datetime.fromisoformat(first.isoformat())
+    for moment in [first, first, other, None, first, equal_but_not_same, other, None]:
+        naive = None if moment is None else moment.astimezone(UTC).replace(tzinfo=None)
+        assert process(moment) == (text(naive) if dialect.name == "sqlite" else naive)
 
 
 def test_a_naive_datetime_is_refused() -> None:
