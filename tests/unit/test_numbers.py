@@ -390,3 +390,53 @@ def test_a_number_is_classified_as_phonenumbers_public_functions_classify_it(
         checked += 1
         valid += is_valid
     assert checked > 2_000 and 500 < valid < checked
+
+
+def _plus_digit_inputs() -> list[str]:
+    """`+` and digits: every kind of number of every region in E.164, each also with its
+    region's national prefix, a 0 and 00 written after the country code; random digit
+    strings after every country code; and random digit strings of every length."""
+    import random
+
+    rng = random.Random(20261207)
+    inputs = []
+    for number in _numbers_of_every_kind():
+        country, national = str(number.country_code), str(number.national_number)
+        region = phonenumbers.region_code_for_country_code(number.country_code)
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+            number.country_code, region
+        )
+        prefixes = {"", "0", "00"} | {metadata.national_prefix or ""} if metadata else {""}
+        inputs += [f"+{country}{prefix}{national}" for prefix in prefixes]
+    for country_code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        for _ in range(20):
+            digits = "".join(rng.choices("0123456789", k=rng.randint(0, 16)))
+            inputs.append(f"+{country_code}{digits}")
+    for _ in range(20_000):
+        inputs.append("+" + "".join(rng.choices("0123456789", k=rng.randint(1, 21))))
+    return inputs
+
+
+def test_plain_international_input_parses_exactly_as_phonenumbers_parses_it() -> None:
+    """`+` and ASCII digits skip `phonenumbers.parse`'s search for a number in free text; the
+    number is the same in every field, and what `parse` refuses is refused."""
+    assert numbers._parse_steps
+    inputs = _plus_digit_inputs()
+    assert len(inputs) > 25_000
+    taken_quickly = 0
+    for text in inputs:
+        try:
+            expected: phonenumbers.PhoneNumber | None = phonenumbers.parse(text, None)
+        except phonenumbers.NumberParseException:
+            expected = None
+        assert numbers._parse(text, None) == expected, text
+        taken_quickly += numbers._PLUS_DIGITS_RE.fullmatch(text) is not None
+    assert taken_quickly > 20_000
+
+
+def test_without_phonenumbers_private_steps_every_input_goes_through_parse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(numbers, "_parse_steps", False)
+    assert normalize_destination("+14155550123") == Destination("+14155550123", "US")
+    assert numbers._parse("+4402079460000", None) == phonenumbers.parse("+4402079460000")
