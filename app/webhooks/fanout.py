@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Select, insert, select, update
+from sqlalchemy import Update, insert, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -42,11 +42,11 @@ def route_in(session: Session, is_sqlite: bool, now: datetime, batch: int = BATC
     """`route_events` in the caller's (synchronous) transaction: the worker claims in the same
     one."""
     conn = session.connection()
-    unrouted = conn.execute(_unrouted(batch, locking=not is_sqlite)).all()
+    unrouted = conn.execute(_take_unrouted(batch, locking=not is_sqlite)).all()
     if not unrouted:
         return 0
-    # Only the events of projects with an enabled endpoint are read whole; the others (most,
-    # where nobody subscribes) are just marked routed.
+    # All are marked routed by the statement that took them; only the events of projects
+    # with an enabled endpoint are read whole (most projects subscribe nobody).
     projects = list({project_id for _, project_id in unrouted})
     wanting = set(conn.execute(_PROJECTS_WANTING, {"projects": projects}).scalars())
     wanted = [seq for seq, project_id in unrouted if project_id in wanting]
@@ -59,7 +59,6 @@ def route_in(session: Session, is_sqlite: bool, now: datetime, batch: int = BATC
         rows = _deliveries_for(session, events, now)
         if rows:
             session.execute(insert(WebhookDelivery), rows)
-    conn.execute(_MARK_ROUTED, {"seqs": [seq for seq, _ in unrouted]})
     return len(unrouted)
 
 
@@ -75,21 +74,24 @@ _PROJECTS_WANTING = (
     )
     .distinct()
 )
-_MARK_ROUTED = (
-    update(_EVENTS)
-    .where(_EVENTS.c.seq.in_(sa.bindparam("seqs", expanding=True)))
-    .values(routed=True)
-)
 
 
 @functools.cache
-def _unrouted(batch: int, locking: bool) -> Select[tuple[int, str]]:
-    """The oldest `batch` events not yet routed: (seq, project id); with `locking` (PostgreSQL)
-    each instance takes those no other one holds."""
+def _take_unrouted(batch: int, locking: bool) -> Update:
+    """Marks the oldest `batch` events not yet routed as routed and returns them: (seq,
+    project id), in one statement; with `locking` (PostgreSQL) each instance takes those no
+    other one holds."""
     # The condition verbatim, so SQLite reads the partial index, not the whole table.
-    query = select(_EVENTS.c.seq, _EVENTS.c.project_id).where(sa.text(UNROUTED_EVENT))
-    query = query.order_by(_EVENTS.c.seq).limit(batch)
-    return query.with_for_update(skip_locked=True) if locking else query
+    oldest = select(_EVENTS.c.seq).where(sa.text(UNROUTED_EVENT))
+    oldest = oldest.order_by(_EVENTS.c.seq).limit(batch)
+    if locking:
+        oldest = oldest.with_for_update(skip_locked=True)
+    return (
+        update(_EVENTS)
+        .where(_EVENTS.c.seq.in_(oldest))
+        .values(routed=True)
+        .returning(_EVENTS.c.seq, _EVENTS.c.project_id)
+    )
 
 
 def new_delivery(project_id: str, webhook_id: str, event: Event, now: datetime) -> dict[str, Any]:
