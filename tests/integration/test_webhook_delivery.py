@@ -7,6 +7,7 @@ and every event kept to its project."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ssl
@@ -34,6 +35,7 @@ from app.services.ids import new_id, utcnow
 from app.settings import Settings
 from app.webhooks.client import WebhookClient
 from app.webhooks.delivery import MAX_IN_FLIGHT_PER_ENDPOINT, DeliveryWorker
+from app.webhooks.fanout import route_events
 from app.webhooks.signing import signature_headers
 from tests.conftest import TEST_SECRET_KEY
 from tests.support.factories import new_tenant
@@ -774,3 +776,42 @@ async def test_no_url_secret_or_body_reaches_the_logs(client, db, settings, caps
     assert receiver.received[0].path == "/hook"
     logged = caplog.text + capsys.readouterr().err
     assert "url-secret-4711" not in logged and "body-secret-0815" not in logged
+
+
+async def test_two_instances_routing_one_backlog_at_once_make_each_delivery_once(settings, db):
+    """Each takes the oldest events no other one holds (`FOR UPDATE SKIP LOCKED` on
+    PostgreSQL) and marks them routed in the same statement: together they route every event
+    once, and each gets its one delivery (a second would break the deliveries' unique key)."""
+    tenant = await new_tenant(db)
+    issued = await webhooks.create_webhook(
+        db, settings, tenant.project_id, "http://127.0.0.1:9/hook", ["message.sent"]
+    )
+    rows = [
+        outbox.event_row(tenant.project_id, "message.sent", {"id": new_id("msg"), "n": n})
+        for n in range(1_200)
+    ]
+    async with db.transaction() as session:
+        await outbox.insert_events(session, rows)
+    second = Database(settings.database_url)  # another instance's pool on the same database
+
+    async def route_all(database: Database) -> int:
+        routed = 0
+        while taken := await route_events(database, batch=50):
+            routed += taken
+        return routed
+
+    try:
+        routed = await asyncio.gather(route_all(db), route_all(second))
+    finally:
+        await second.dispose()
+    assert sum(routed) == len(rows)
+    async with db.sessions() as session:
+        made = (
+            await session.execute(
+                select(WebhookDelivery.event_id).where(
+                    WebhookDelivery.webhook_id == issued.webhook.id
+                )
+            )
+        ).scalars()
+        assert sorted(made) == sorted(row["id"] for row in rows)
+    assert await route_events(db) == 0
