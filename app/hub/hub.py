@@ -120,6 +120,10 @@ class Hub:
         self.settings = settings
         self.channels = channels
         self.instance_id = settings.instance_id or f"inst_{secrets.token_hex(6)}"
+        # Marks what this process publishes, so that it skips its own messages (a wake-up of
+        # its own after every send batch was a look at the queue); random, not the instance
+        # id, so two processes given the same id still hear each other.
+        self._sender = secrets.token_hex(8)
         self.connections: dict[str, PhoneConnection] = {}
         # Project id → its phones connected here (device id → connection).
         self._projects: dict[str, dict[str, PhoneConnection]] = {}
@@ -134,6 +138,10 @@ class Hub:
         # Of those, the projects woken because messages were just queued: their claim pass
         # needs no look first.
         self._freshly_queued: set[str] = set()
+        # The projects whose queue may hold messages for this instance's phones: all but those
+        # whose last dispatch round here found it empty. A slot freed in flight wakes only
+        # these; anything queued later comes with a wake-up of its own, which marks it again.
+        self._maybe_queued: set[str] = set()
         # Commands whose `accepted` has arrived on a socket here but is not committed yet: the
         # ack-timeout sweep must not take them back.
         self.accepts_in_hand: set[str] = set()
@@ -184,7 +192,13 @@ class Hub:
                         return True
         return False
 
-    def wake_local(self, project_id: str, queued: bool = False) -> None:
+    def wake_local(self, project_id: str, queued: bool = False, freed: bool = False) -> None:
+        """Asks for a dispatch round for the project: `queued` when messages were just queued,
+        `freed` when all that changed is a phone's slot in flight (nothing to do then if the
+        last round found the queue empty)."""
+        if freed and project_id not in self._maybe_queued:
+            return
+        self._maybe_queued.add(project_id)
         self._dirty.add(project_id)
         if queued:
             self._freshly_queued.add(project_id)
@@ -209,7 +223,7 @@ class Hub:
         # Before start (e.g. an app used without its lifespan) there is no one to tell; other
         # instances still find queued work on their next sweep.
         if self._tasks:
-            self.channels.publish(json.dumps(payload), channel)
+            self.channels.publish(json.dumps({**payload, "from": self._sender}), channel)
 
     async def _close_local(self, device_id: str) -> None:
         connection = self.connections.get(device_id)
@@ -224,6 +238,8 @@ class Hub:
                     payload = json.loads(event)
                 except ValueError:
                     continue
+                if not isinstance(payload, dict) or payload.get("from") == self._sender:
+                    continue  # this process's own, acted on when it was sent
                 if "project_id" in payload:
                     self.wake_local(str(payload["project_id"]))
                 elif "revoked" in payload:
@@ -249,18 +265,26 @@ class Hub:
                     log.error("dispatch_failed", project_id=project_id, error=repr(exc))
 
     async def _dispatch_project(self, project_id: str, look_first: bool = True) -> None:
-        """Claim passes for the project's phones connected here, one transaction each for all
-        of them, until the queue or their room runs out. With `look_first` (a wake-up that
-        queued nothing: a freed slot, a phone back) a read-only look comes first, so an empty
-        queue costs no claim transaction."""
         if not self._projects.get(project_id):
             return
+        emptied = await self._claim_passes(project_id, look_first)
+        # Found empty, and nothing woke the project meanwhile (a wake-up then is in the next
+        # round's set): until something marks it again, a freed slot has nothing to claim.
+        if emptied and project_id not in self._dirty:
+            self._maybe_queued.discard(project_id)
+
+    async def _claim_passes(self, project_id: str, look_first: bool) -> bool:
+        """Claim passes for the project's phones connected here, one transaction each for all
+        of them, until the queue or their room runs out; whether they found the queue empty
+        (all of it given out). With `look_first` (a wake-up that queued nothing: a freed
+        slot, a phone back) a read-only look comes first, so an empty queue costs no claim
+        transaction."""
         if look_first and not await outbound.has_queued(self.db, project_id):
-            return
+            return True
         while True:
             phones = [c for c in self._projects.get(project_id, {}).values() if c.ready and c.sims]
             if not phones:
-                return
+                return False
             # Each pass starts one phone further on, so phones take turns being first.
             start = self._rotation.get(project_id, 0) % len(phones)
             self._rotation[project_id] = start + 1
@@ -292,7 +316,7 @@ class Hub:
             # A pass that read the whole queue leaves only what it could not give out; what is
             # queued after it wakes this loop again. So no empty pass follows a busy one.
             if not done.claims or done.read_all:
-                return
+                return done.read_all and done.left == 0
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -706,7 +730,7 @@ class Hub:
             ]
         if outcome.stored and outcome.status not in _IN_FLIGHT:
             connection.in_flight.pop(message_id, None)
-        self.wake_local(connection.device.project_id)  # a slot in flight may be free again
+        self.wake_local(connection.device.project_id, freed=True)  # a slot may be free again
         answers = []
         if not outcome.stored:  # nothing to record, but acknowledge so the phone stops repeating
             answers.append(

@@ -169,12 +169,13 @@ ClaimPlanner = Callable[[list[Candidate], frozenset[str]], list[Claim]]
 
 @dataclass(frozen=True, slots=True)
 class ClaimPass:
-    """What one claim pass gave out; and whether it read every claimable message there was
-    (fewer than it asked for), so that a pass right after it would find only the ones this one
-    could not give out."""
+    """What one claim pass gave out; whether it read every claimable message there was (fewer
+    than it asked for), so that a pass right after it would find only the ones this one could
+    not give out; and how many of those it read it could not give out."""
 
     claims: list[Claim]
     read_all: bool
+    left: int = 0
 
 
 async def claim_queued(
@@ -216,7 +217,7 @@ def _claim(
                 for claim in claims
             ],
         )
-    return ClaimPass(claims, read_all)
+    return ClaimPass(claims, read_all, left=len(rows) - len(claims))
 
 
 # A claim pass's statements, built once (building one costs about as much as running it).

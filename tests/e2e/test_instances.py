@@ -66,7 +66,9 @@ async def test_message_queued_on_one_instance_reaches_a_phone_on_another(databas
     tenant = await new_tenant(db)
     await credits.grant(db, tenant.project_id, 10_000_000)
     paired = await devices.pair_device(db, tenant.project_id)
-    a, b = Instance(database_url, "a"), Instance(database_url, "b")
+    # No sweep in time to help: only b's wake-up through the channel reaches a's hub.
+    slow_sweeps = {"SIMWIRE_SWEEP_INTERVAL_S": "30"}
+    a, b = Instance(database_url, "a", slow_sweeps), Instance(database_url, "b", slow_sweeps)
     try:
         await asyncio.gather(a.ready(), b.ready())
         phone = await raw_phone(a, paired.token)

@@ -328,6 +328,7 @@ async def test_a_pass_that_read_the_whole_queue_is_followed_by_no_empty_one(
 ):
     tenant = await new_tenant(db)
     claims = watch_calls(monkeypatch, outbound, "claim_queued")
+    looks = watch_calls(monkeypatch, outbound, "has_queued")
     paired = await devices.pair_device(db, tenant.project_id)
     quiet = fast_settings(hub_settings, sweep_interval_s=3600.0)  # no sweep wakes a round
     async with live_server(quiet, db) as server:
@@ -340,9 +341,35 @@ async def test_a_pass_that_read_the_whole_queue_is_followed_by_no_empty_one(
             await server.hub.notify_queued(tenant.project_id)
             for message_id in ids:
                 await eventually(lambda m=message_id: has_status(db, m, "delivered"))
-            # One pass read all three (fewer than it asked for) and gave them out; the reports'
-            # wake-ups after it only looked, and found nothing queued.
+            # One pass read all three (fewer than it asked for) and gave them out, so the slots
+            # the reports freed after it woke no round: not even a look at the queue.
             assert [len(done.claims) for _, done in claims.calls] == [3]
+            [(claimed_at, _)] = claims.calls
+            assert [at for at, _ in looks.calls if at > claimed_at] == []
+        finally:
+            await phone.stop()
+
+
+async def test_messages_past_a_phones_in_flight_cap_go_out_as_its_slots_free(
+    hub_settings, db, tmp_path, monkeypatch
+):
+    tenant = await new_tenant(db)
+    claims = watch_calls(monkeypatch, outbound, "claim_queued")
+    paired = await devices.pair_device(db, tenant.project_id)
+    # Two in flight at most, and no sweep: only the freed slots can wake the later rounds.
+    capped = fast_settings(hub_settings, device_max_in_flight=2, sweep_interval_s=3600.0)
+    async with live_server(capped, db) as server:
+        phone = await start_phone(server, paired.token, tmp_path / "p.db")
+        try:
+            connections = server.hub.connections
+            await eventually(lambda: paired.device.id in connections)
+            await eventually(lambda: connections[paired.device.id].ready)
+            ids = await queue(db, tenant.project_id, count=6)
+            await server.hub.notify_queued(tenant.project_id)
+            for message_id in ids:
+                await eventually(lambda m=message_id: has_status(db, m, "delivered"))
+            given = [len(done.claims) for _, done in claims.calls if done.claims]
+            assert sum(given) == 6 and max(given) <= 2
         finally:
             await phone.stop()
 
