@@ -323,6 +323,17 @@ async def test_rate_limit_in_parts_holds_under_a_burst(hub_settings, db, tmp_pat
             await phone.stop()
 
 
+async def queue_and_deliver(server, db, device_id: str, project_id: str, count: int) -> None:
+    """Once the phone is ready: `count` messages queued, one wake-up, all of them delivered."""
+    connections = server.hub.connections
+    await eventually(lambda: device_id in connections)
+    await eventually(lambda: connections[device_id].ready)
+    ids = await queue(db, project_id, count=count)
+    await server.hub.notify_queued(project_id)
+    for message_id in ids:
+        await eventually(lambda m=message_id: has_status(db, m, "delivered"))
+
+
 async def test_a_pass_that_read_the_whole_queue_is_followed_by_no_empty_one(
     hub_settings, db, tmp_path, monkeypatch
 ):
@@ -334,13 +345,7 @@ async def test_a_pass_that_read_the_whole_queue_is_followed_by_no_empty_one(
     async with live_server(quiet, db) as server:
         phone = await start_phone(server, paired.token, tmp_path / "p.db")
         try:
-            connections = server.hub.connections
-            await eventually(lambda: paired.device.id in connections)
-            await eventually(lambda: connections[paired.device.id].ready)
-            ids = await queue(db, tenant.project_id, count=3)
-            await server.hub.notify_queued(tenant.project_id)
-            for message_id in ids:
-                await eventually(lambda m=message_id: has_status(db, m, "delivered"))
+            await queue_and_deliver(server, db, paired.device.id, tenant.project_id, 3)
             # One pass read all three (fewer than it asked for) and gave them out, so the slots
             # the reports freed after it woke no round: not even a look at the queue.
             assert [len(done.claims) for _, done in claims.calls] == [3]
@@ -361,13 +366,7 @@ async def test_messages_past_a_phones_in_flight_cap_go_out_as_its_slots_free(
     async with live_server(capped, db) as server:
         phone = await start_phone(server, paired.token, tmp_path / "p.db")
         try:
-            connections = server.hub.connections
-            await eventually(lambda: paired.device.id in connections)
-            await eventually(lambda: connections[paired.device.id].ready)
-            ids = await queue(db, tenant.project_id, count=6)
-            await server.hub.notify_queued(tenant.project_id)
-            for message_id in ids:
-                await eventually(lambda m=message_id: has_status(db, m, "delivered"))
+            await queue_and_deliver(server, db, paired.device.id, tenant.project_id, 6)
             given = [len(done.claims) for _, done in claims.calls if done.claims]
             assert sum(given) == 6 and max(given) <= 2
         finally:
