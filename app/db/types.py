@@ -23,27 +23,22 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.astimezone(UTC).replace(tzinfo=None)
 
     def bind_processor(self, dialect: Any) -> Any:
-        if dialect.name == "sqlite":
-            return _keeping_last(_sqlite_text)
-        process = super().bind_processor(dialect)  # process_bind_param, then the driver's
-        return None if process is None else _keeping_last(process)
+        if dialect.name != "sqlite":
+            process = super().bind_processor(dialect)  # process_bind_param, then the driver's
+            return None if process is None else _keeping_last(process)
+
+        def to_text(value: datetime | None) -> str | None:
+            """SQLite's own `DATETIME` text (microseconds always), written by one `isoformat`
+            instead of SQLAlchemy's `%`-format of a dict: half the cost."""
+            naive = self.process_bind_param(value, dialect)
+            return None if naive is None else naive.isoformat(" ", "microseconds")
+
+        return _keeping_last(to_text)
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=UTC)
-
-
-def _sqlite_text(value: datetime | None) -> str | None:
-    """SQLite's own `DATETIME` text (microseconds always), written by one `isoformat` instead
-    of a conversion and then a `%` format of a dict: half the cost."""
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:
-        if value.tzinfo is None:
-            raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _keeping_last(process: Callable[[datetime | None], Any]) -> Callable[[datetime | None], Any]:
