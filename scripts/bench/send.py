@@ -10,7 +10,9 @@ when missing), driven by `scripts/bench/send.lua`, which gives every request its
 prints a JSON summary (requests, statuses, latency percentiles). The bare ceiling is a
 `Litestar([get("/ping")])` app answering `{"ok": true}`, served by uvicorn the way
 `simwire serve` serves Simwire, hit by the same `wrk` command in the same invocation:
-`ratio_to_bare` is the figure to track.
+`ratio_to_bare` is the figure to track. The same app's `POST /v1/messages` reads a send's
+body into a dataclass and answers 202 doing nothing else, hit with the sends' own requests:
+its ratio is what the framework alone leaves of the ceiling for any send.
 
 Each engine run starts the server as its own process (`python -m app.cli serve`, rate limits
 off: SIMWIRE_RATE_LIMITS=false) on a fresh database with a project holding credits, and N raw
@@ -48,6 +50,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -99,17 +102,32 @@ def ensure_wrk() -> str:
 # The bare ceiling ------------------------------------------------------------------------
 
 
+@dataclass
+class BareDraft:
+    """The bare app's send body."""
+
+    to: str
+    message: str
+
+
 def serve_bare(port: int) -> None:
-    """A Litestar app with one JSON endpoint, served as `simwire serve` serves Simwire."""
+    """A Litestar app with two JSON endpoints, served as `simwire serve` serves Simwire:
+    `GET /ping`, the ceiling, and `POST /v1/messages`, which reads a send's body into a
+    dataclass and answers 202 with nothing done: the share of the ceiling the framework
+    leaves any send."""
     import uvicorn
-    from litestar import Litestar, get
+    from litestar import Litestar, get, post
 
     @get("/ping")
     async def ping() -> dict[str, bool]:
         return {"ok": True}
 
+    @post("/v1/messages", status_code=202)
+    async def accept(data: BareDraft) -> dict[str, str]:
+        return {"to": data.to, "status": "accepted"}
+
     uvicorn.run(
-        Litestar([ping], logging_config=None),
+        Litestar([ping, accept], logging_config=None),
         host="127.0.0.1",
         port=port,
         access_log=False,
@@ -625,7 +643,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async with bare_server() as (url, pid):
         bare, cpu = await with_cpu([pid], run_wrk(args, url, "ping"))
         bare["server_cpu_percent"] = cpu[0]
+        bare_post, cpu = await with_cpu([pid], run_wrk(args, url, "send"))
+        bare_post["server_cpu_percent"] = cpu[0]
+        bare_post["ratio_to_bare"] = round(bare_post["per_s"] / bare["per_s"], 3)
     result["bare_litestar"] = bare
+    result["bare_litestar_post"] = bare_post
     runs: list[dict[str, Any]] = []
     with postgres_server(args, result) as pg_url:
         plans: list[tuple[str, str | None, int]] = [("sqlite", None, 1)]
@@ -661,6 +683,12 @@ def print_table(result: dict[str, Any]) -> None:
     print(
         f"{'bare Litestar GET /ping':<30}{bare['per_s']:>9}{1:>8}{bare['latency']['p50_ms']:>9}"
         f"{bare['latency']['p99_ms']:>9}{'':>9}{'':>8}{bare['server_cpu_percent']:>12}"
+    )
+    floor = result["bare_litestar_post"]
+    print(
+        f"{'bare Litestar POST, no work':<30}{floor['per_s']:>9}{floor['ratio_to_bare']:>8}"
+        f"{floor['latency']['p50_ms']:>9}{floor['latency']['p99_ms']:>9}{'':>9}{'':>8}"
+        f"{floor['server_cpu_percent']:>12}"
     )
     for run in result["runs"]:
         share = run["sent_share_of_accepted"]
