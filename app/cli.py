@@ -88,7 +88,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from app.db.migrate import DatabaseNotReady, raise_unless_ready
-    from app.hub.ws_protocol import WebSocketProtocol
+    from app.hub.ws_protocol import socket_options
 
     try:
         asyncio.run(raise_unless_ready(settings.database_url))
@@ -102,14 +102,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         port=port or settings.port,
         access_log=False,
         log_config=None,
-        ws=WebSocketProtocol,
-        ws_max_size=settings.phone_max_frame_bytes,
-        # Phone frames are small JSON; per-message deflate would cost each socket about 42 KiB
-        # of compressor state (most of what a connected phone costs the server).
-        ws_per_message_deflate=False,
-        # No protocol-level pings: the hub pings each phone silent for its ping interval and
-        # closes one silent for the idle timeout, so these would only double the idle traffic.
-        ws_ping_interval=None,
+        **socket_options(settings.phone_max_frame_bytes),
         # The client address is the socket peer unless it is one of SIMWIRE_TRUSTED_PROXIES
         # (app/api/ratelimit.py); uvicorn must not rewrite it from X-Forwarded-For itself.
         proxy_headers=False,

@@ -155,3 +155,55 @@ async def test_heartbeats_are_taken_as_they_arrive_and_the_rest_comes_in_order(h
         await socket.close()
         await eventually(lambda: not hub.connections)
         assert protocol.text_hook is None
+
+
+async def test_a_heartbeat_read_whole_skips_the_frame_parser_and_the_rest_does_not(
+    hub_settings, db
+):
+    """A read that is one whole heartbeat frame (7-bit or 16-bit length) is taken without
+    websockets' parser; a fragmented heartbeat, two frames in one read and any other frame go
+    through the parser and are handled as before."""
+    tenant = await new_tenant(db)
+    paired = await devices.pair_device(db, tenant.project_id)
+    async with live_server(hub_settings, db) as server:
+        hub = server.app.state["hub"]
+        socket = await _connect(server.ws_url, paired.token)
+        await eventually(lambda: any(c.ready for c in hub.connections.values()))
+        [protocol] = [o for o in gc.get_objects() if isinstance(o, WebSocketProtocol)]
+        connection = hub.connections[paired.device.id]
+        parsed: list[bytes] = []
+        receive_data = protocol.conn.receive_data
+
+        def watch(data: bytes) -> None:  # observes what reaches websockets' parser
+            parsed.append(data)
+            receive_data(data)
+
+        protocol.conn.receive_data = watch
+        for battery in range(1, 6):
+            padding = " " * (200 if battery % 2 else 0)  # 16-bit lengths, 7-bit ones
+            await socket.send(f'{{"type": "heartbeat", "battery": {battery}{padding}}}')
+            await eventually(lambda battery=battery: connection.battery == battery)
+        assert parsed == []
+        await socket.send(iter(['{"type": "heart', 'beat", "battery": 41}']))  # fragmented
+        await eventually(lambda: connection.battery == 41)
+        assert len(parsed) >= 1
+        both = parsed.copy()
+        # Two frames written at once arrive in one read: the parser splits them.
+        transport = socket.transport
+        socket.protocol.send_text(b'{"type": "heartbeat", "battery": 42}')
+        socket.protocol.send_text(b'{"type": "heartbeat", "battery": 43}')
+        transport.write(b"".join(socket.protocol.data_to_send()))
+        await eventually(lambda: connection.battery == 43)
+        assert len(parsed) > len(both)
+        await socket.send(json.dumps({"type": "auth", "token": paired.token}))
+        answer = json.loads(await asyncio.wait_for(socket.recv(), 5))
+        assert answer["code"] == "already_authenticated"
+        await socket.send('{"type": "heartbeat", "battery": 44}')
+        await eventually(lambda: connection.battery == 44)
+        # An unmasked frame is still the parser's, which refuses it (1002).
+        unmasked = b'{"type": "heartbeat", "battery": 45}'
+        transport.write(bytes([0x81, len(unmasked)]) + unmasked)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1002
+        assert connection.battery == 44

@@ -19,7 +19,7 @@ from litestar import Litestar
 from app.api.app import create_app
 from app.db.engine import Database
 from app.hub.hub import Hub
-from app.hub.ws_protocol import WebSocketProtocol
+from app.hub.ws_protocol import socket_options
 from app.phone.client import PhoneClient
 from app.phone.radios.fake import FakeRadio, fake_sims
 from app.settings import Settings
@@ -91,8 +91,7 @@ async def live_server(settings: Settings, db: Database | None = None) -> AsyncIt
     async with serve_app(
         app,
         lifespan="on",
-        ws=WebSocketProtocol,  # as `simwire serve`
-        ws_max_size=settings.phone_max_frame_bytes,
+        **socket_options(settings.phone_max_frame_bytes),  # as `simwire serve`
         proxy_headers=False,  # as `simwire serve`: only SIMWIRE_TRUSTED_PROXIES are believed
     ) as url:
         yield LiveServer(url=url, app=app)
