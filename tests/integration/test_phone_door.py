@@ -5,8 +5,12 @@ while connecting closes the socket with 1011 and leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import websockets
@@ -115,14 +119,31 @@ async def test_a_failure_while_connecting_closes_1011_and_leaves_no_phone_behind
         await eventually(lambda: not hub.connections)
 
 
-async def test_heartbeats_are_taken_as_they_arrive_and_the_rest_comes_in_order(hub_settings, db):
+@dataclass
+class OnePhone:
+    hub: Any
+    paired: Any
+    socket: websockets.ClientConnection
+    protocol: WebSocketProtocol
+    connection: Any
+
+
+@contextlib.asynccontextmanager
+async def _one_phone(settings, db) -> AsyncIterator[OnePhone]:
+    """A server with one paired phone connected and ready, and its socket's protocol."""
     tenant = await new_tenant(db)
     paired = await devices.pair_device(db, tenant.project_id)
-    async with live_server(hub_settings, db) as server:
+    async with live_server(settings, db) as server:
         hub = server.app.state["hub"]
         socket = await _connect(server.ws_url, paired.token)
         await eventually(lambda: any(c.ready for c in hub.connections.values()))
         [protocol] = [o for o in gc.get_objects() if isinstance(o, WebSocketProtocol)]
+        yield OnePhone(hub, paired, socket, protocol, hub.connections[paired.device.id])
+
+
+async def test_heartbeats_are_taken_as_they_arrive_and_the_rest_comes_in_order(hub_settings, db):
+    async with _one_phone(hub_settings, db) as phone:
+        hub, paired, socket, protocol = phone.hub, phone.paired, phone.socket, phone.protocol
         assert protocol.text_hook is not None
         queued: list[str] = []
         put_nowait = protocol.queue.put_nowait
@@ -132,7 +153,7 @@ async def test_heartbeats_are_taken_as_they_arrive_and_the_rest_comes_in_order(h
             put_nowait(event)
 
         protocol.queue.put_nowait = watch
-        connection = hub.connections[paired.device.id]
+        connection = phone.connection
         heard_before = connection.heard_at
         for battery in range(1, 21):
             heartbeat = {"type": "heartbeat", "battery": battery, "charging": battery % 2 == 0}
@@ -163,14 +184,8 @@ async def test_a_heartbeat_read_whole_skips_the_frame_parser_and_the_rest_does_n
     """A read that is one whole heartbeat frame (7-bit or 16-bit length) is taken without
     websockets' parser; a fragmented heartbeat, two frames in one read and any other frame go
     through the parser and are handled as before."""
-    tenant = await new_tenant(db)
-    paired = await devices.pair_device(db, tenant.project_id)
-    async with live_server(hub_settings, db) as server:
-        hub = server.app.state["hub"]
-        socket = await _connect(server.ws_url, paired.token)
-        await eventually(lambda: any(c.ready for c in hub.connections.values()))
-        [protocol] = [o for o in gc.get_objects() if isinstance(o, WebSocketProtocol)]
-        connection = hub.connections[paired.device.id]
+    async with _one_phone(hub_settings, db) as phone:
+        socket, protocol, connection = phone.socket, phone.protocol, phone.connection
         parsed: list[bytes] = []
         receive_data = protocol.conn.receive_data
 
@@ -195,7 +210,7 @@ async def test_a_heartbeat_read_whole_skips_the_frame_parser_and_the_rest_does_n
         transport.write(b"".join(socket.protocol.data_to_send()))
         await eventually(lambda: connection.battery == 43)
         assert len(parsed) > len(both)
-        await socket.send(json.dumps({"type": "auth", "token": paired.token}))
+        await socket.send(json.dumps({"type": "auth", "token": phone.paired.token}))
         answer = json.loads(await asyncio.wait_for(socket.recv(), 5))
         assert answer["code"] == "already_authenticated"
         await socket.send('{"type": "heartbeat", "battery": 44}')
