@@ -54,10 +54,11 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.text_hook = None
 
     def data_received(self, data: bytes) -> None:
-        if self.text_hook is None or not self._took_whole_frame(data):
+        hook = self.text_hook
+        if hook is None or not self._took_whole_frame(data, hook):
             super().data_received(data)
 
-    def _took_whole_frame(self, data: bytes) -> bool:
+    def _took_whole_frame(self, data: bytes, hook: TextHook) -> bool:
         """Whether `data` was one final masked text frame of at most 64 KiB, read between
         frames with nothing fragmented pending and no extension negotiated, that the hook
         took. The checks are the parser's own for such a frame; anything else is the
@@ -82,8 +83,6 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             return False
         if len(data) != start + length or (conn.max_size is not None and length > conn.max_size):
             return False
-        hook = self.text_hook
-        assert hook is not None
         return hook(apply_mask(data[start:], data[start - 4 : start]))
 
     def send_receive_event_to_app(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -23,6 +24,20 @@ from tests.support.live import (
     start_phone,
     watch_calls,
 )
+
+
+@contextlib.asynccontextmanager
+async def one_phone(settings, db, tmp_path):
+    """A live server, a project and one paired phone of it running against the server:
+    (server, phone, tenant, paired device); the phone is stopped at the end."""
+    tenant = await new_tenant(db)
+    paired = await devices.pair_device(db, tenant.project_id)
+    async with live_server(settings, db) as server:
+        phone = await start_phone(server, paired.token, tmp_path / "p.db")
+        try:
+            yield server, phone, tenant, paired
+        finally:
+            await phone.stop()
 
 
 async def queue(db, project_id, count=1, body="hello", **options):
@@ -122,16 +137,10 @@ async def _offline_inventory(http, headers):
 
 
 async def test_queued_message_is_sent_then_delivered(hub_settings, db, tmp_path):
-    tenant = await new_tenant(db)
-    paired = await devices.pair_device(db, tenant.project_id)
-    async with live_server(hub_settings, db) as server:
-        phone = await start_phone(server, paired.token, tmp_path / "p.db")
-        try:
-            [message_id] = await queue(db, tenant.project_id)
-            await server.hub.notify_queued(tenant.project_id)
-            await eventually(lambda: has_status(db, message_id, "delivered"))
-        finally:
-            await phone.stop()
+    async with one_phone(hub_settings, db, tmp_path) as (server, phone, tenant, paired):
+        [message_id] = await queue(db, tenant.project_id)
+        await server.hub.notify_queued(tenant.project_id)
+        await eventually(lambda: has_status(db, message_id, "delivered"))
     message = await status_of(db, message_id)
     assert [s.message_id for s in phone.radio.sent] == [message_id]
     assert message.sent_at and message.delivered_at and message.accepted_at
@@ -291,36 +300,30 @@ async def test_inbound_batch_endpoint_for_phones_without_a_socket(client, db):
 
 
 async def test_rate_limit_in_parts_holds_under_a_burst(hub_settings, db, tmp_path, monkeypatch):
-    tenant = await new_tenant(db)
     claims = watch_calls(monkeypatch, outbound, "claim_queued")
-    paired = await devices.pair_device(db, tenant.project_id)
     limited = fast_settings(hub_settings, sim_parts_per_minute=5)
-    async with live_server(limited, db) as server:
-        phone = await start_phone(server, paired.token, tmp_path / "p.db")
-        try:
-            async with db.transaction() as session:
-                await enqueue(
-                    session,
-                    tenant.project_id,
-                    [OutboundItem("+15550200001", "x" * 200, "GSM-7", 2)] * 1,
-                )
-            ids = await queue(db, tenant.project_id, count=10)
-            await server.hub.notify_queued(tenant.project_id)
+    async with one_phone(limited, db, tmp_path) as (server, phone, tenant, paired):
+        async with db.transaction() as session:
+            await enqueue(
+                session,
+                tenant.project_id,
+                [OutboundItem("+15550200001", "x" * 200, "GSM-7", 2)] * 1,
+            )
+        ids = await queue(db, tenant.project_id, count=10)
+        await server.hub.notify_queued(tenant.project_id)
 
-            def parts_sent() -> int:
-                return sum(2 if len(s.body) > 160 else 1 for s in phone.radio.sent)
+        def parts_sent() -> int:
+            return sum(2 if len(s.body) > 160 else 1 for s in phone.radio.sent)
 
-            await eventually(lambda: parts_sent() >= 5)
-            # Three more dispatch rounds (the sweeps wake them) that found the budget spent.
-            await claims.wait(3, since=time.monotonic(), where=lambda done: not done.claims)
-            assert parts_sent() == 5
-            async with db.sessions() as session:
-                queued = (
-                    await session.execute(select(func.count()).where(Message.status == "queued"))
-                ).scalar_one()
-            assert queued == len(ids) + 1 - len(phone.radio.sent)
-        finally:
-            await phone.stop()
+        await eventually(lambda: parts_sent() >= 5)
+        # Three more dispatch rounds (the sweeps wake them) that found the budget spent.
+        await claims.wait(3, since=time.monotonic(), where=lambda done: not done.claims)
+        assert parts_sent() == 5
+        async with db.sessions() as session:
+            queued = (
+                await session.execute(select(func.count()).where(Message.status == "queued"))
+            ).scalar_one()
+        assert queued == len(ids) + 1 - len(phone.radio.sent)
 
 
 async def queue_and_deliver(server, db, device_id: str, project_id: str, count: int) -> None:
@@ -337,40 +340,28 @@ async def queue_and_deliver(server, db, device_id: str, project_id: str, count: 
 async def test_a_pass_that_read_the_whole_queue_is_followed_by_no_empty_one(
     hub_settings, db, tmp_path, monkeypatch
 ):
-    tenant = await new_tenant(db)
     claims = watch_calls(monkeypatch, outbound, "claim_queued")
     looks = watch_calls(monkeypatch, outbound, "has_queued")
-    paired = await devices.pair_device(db, tenant.project_id)
     quiet = fast_settings(hub_settings, sweep_interval_s=3600.0)  # no sweep wakes a round
-    async with live_server(quiet, db) as server:
-        phone = await start_phone(server, paired.token, tmp_path / "p.db")
-        try:
-            await queue_and_deliver(server, db, paired.device.id, tenant.project_id, 3)
-            # One pass read all three (fewer than it asked for) and gave them out, so the slots
-            # the reports freed after it woke no round: not even a look at the queue.
-            assert [len(done.claims) for _, done in claims.calls] == [3]
-            [(claimed_at, _)] = claims.calls
-            assert [at for at, _ in looks.calls if at > claimed_at] == []
-        finally:
-            await phone.stop()
+    async with one_phone(quiet, db, tmp_path) as (server, phone, tenant, paired):
+        await queue_and_deliver(server, db, paired.device.id, tenant.project_id, 3)
+        # One pass read all three (fewer than it asked for) and gave them out, so the slots
+        # the reports freed after it woke no round: not even a look at the queue.
+        assert [len(done.claims) for _, done in claims.calls] == [3]
+        [(claimed_at, _)] = claims.calls
+        assert [at for at, _ in looks.calls if at > claimed_at] == []
 
 
 async def test_messages_past_a_phones_in_flight_cap_go_out_as_its_slots_free(
     hub_settings, db, tmp_path, monkeypatch
 ):
-    tenant = await new_tenant(db)
     claims = watch_calls(monkeypatch, outbound, "claim_queued")
-    paired = await devices.pair_device(db, tenant.project_id)
     # Two in flight at most, and no sweep: only the freed slots can wake the later rounds.
     capped = fast_settings(hub_settings, device_max_in_flight=2, sweep_interval_s=3600.0)
-    async with live_server(capped, db) as server:
-        phone = await start_phone(server, paired.token, tmp_path / "p.db")
-        try:
-            await queue_and_deliver(server, db, paired.device.id, tenant.project_id, 6)
-            given = [len(done.claims) for _, done in claims.calls if done.claims]
-            assert sum(given) == 6 and max(given) <= 2
-        finally:
-            await phone.stop()
+    async with one_phone(capped, db, tmp_path) as (server, phone, tenant, paired):
+        await queue_and_deliver(server, db, paired.device.id, tenant.project_id, 6)
+        given = [len(done.claims) for _, done in claims.calls if done.claims]
+        assert sum(given) == 6 and max(given) <= 2
 
 
 async def test_revoked_device_is_disconnected_at_once(hub_settings, db):
@@ -517,26 +508,21 @@ async def test_pinned_message_goes_only_to_its_sim(hub_settings, db, tmp_path):
 async def test_a_message_longer_than_the_rate_window_still_goes_out_alone(
     hub_settings, db, tmp_path, monkeypatch
 ):
-    tenant = await new_tenant(db)
     claims = watch_calls(monkeypatch, outbound, "claim_queued")
-    paired = await devices.pair_device(db, tenant.project_id)
-    async with live_server(fast_settings(hub_settings, sim_parts_per_minute=20), db) as server:
-        phone = await start_phone(server, paired.token, tmp_path / "p.db")
-        try:
-            async with db.transaction() as session:
-                [long_one] = await enqueue(
-                    session,
-                    tenant.project_id,
-                    [OutboundItem("+15550200001", "長" * 1600, "UCS-2", 24)],
-                )
-            [short] = await queue(db, tenant.project_id)
-            await server.hub.notify_queued(tenant.project_id)
-            await eventually(lambda: has_status(db, long_one.id, "delivered"))
-            # Two more dispatch rounds (the sweeps wake them) claimed nothing.
-            await claims.wait(2, since=time.monotonic(), where=lambda done: not done.claims)
-            assert (await status_of(db, short)).status == "queued"  # the window is used up
-        finally:
-            await phone.stop()
+    limited = fast_settings(hub_settings, sim_parts_per_minute=20)
+    async with one_phone(limited, db, tmp_path) as (server, phone, tenant, paired):
+        async with db.transaction() as session:
+            [long_one] = await enqueue(
+                session,
+                tenant.project_id,
+                [OutboundItem("+15550200001", "長" * 1600, "UCS-2", 24)],
+            )
+        [short] = await queue(db, tenant.project_id)
+        await server.hub.notify_queued(tenant.project_id)
+        await eventually(lambda: has_status(db, long_one.id, "delivered"))
+        # Two more dispatch rounds (the sweeps wake them) claimed nothing.
+        await claims.wait(2, since=time.monotonic(), where=lambda done: not done.claims)
+        assert (await status_of(db, short)).status == "queued"  # the window is used up
 
 
 async def test_a_late_result_for_a_requeued_message_wins_so_it_is_not_sent_again(
